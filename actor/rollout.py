@@ -1,0 +1,109 @@
+"""Collect `unroll_length` steps from one environment with one policy. No sockets here."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from common.framestack import FrameStack
+from common.protocol import Rollout
+
+
+@dataclass
+class StepTimes:
+    """Seconds spent in each part of a step, summed since the last `reset`."""
+
+    emulate: float = 0.0
+    infer: float = 0.0
+    other: float = 0.0
+    steps: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        self.emulate = self.infer = self.other = 0.0
+        self.steps = 0
+        self.extra.clear()
+
+
+class RolloutCollector:
+    """Steps one env with a policy, keeps the frame stack, and cuts rollouts of T steps."""
+
+    def __init__(self, env: gym.Env, *, actor_id: int, seed: int, unroll_length: int,
+                 frame_stack: int, frame_skip: int = 1, epsilon: float = 0.0):
+        self.env = env
+        self.actor_id = actor_id
+        self.T = unroll_length
+        self.frame_skip = frame_skip
+        self.epsilon = epsilon
+        self.rng = np.random.default_rng(seed)
+        obs, _ = env.reset(seed=seed)
+        obs = np.asarray(obs)
+        self.stack = FrameStack(frame_stack, obs.shape, obs.dtype)
+        self.stack.reset(obs)
+        self.episode_return = 0.0
+        self.episode_length = 0
+        self.times = StepTimes()
+        self.first_episode_actions: list[int] | None = []
+
+    def _act(self, model: nn.Module) -> tuple[int, float]:
+        obs = torch.from_numpy(self.stack.buf).unsqueeze(0)
+        with torch.inference_mode():
+            logits, _ = model(obs)
+        probs = torch.softmax(logits[0].double(), dim=0).numpy()
+        if self.epsilon > 0.0:  # behaviour = mixture; V-trace corrects for it on the learner
+            probs = (1.0 - self.epsilon) * probs + self.epsilon / len(probs)
+        cdf = np.cumsum(probs)
+        action = int(min(np.searchsorted(cdf, self.rng.random() * cdf[-1], side="right"), len(probs) - 1))
+        return action, float(np.log(max(probs[action], 1e-30)))
+
+    def collect(self, model: nn.Module, policy_version: int) -> Rollout:
+        T, stack = self.T, self.stack
+        frames = np.empty((T + 1, *stack.buf.shape[1:]), dtype=stack.buf.dtype)
+        history = stack.history()
+        actions = np.empty(T, dtype=np.int32)
+        logp = np.empty(T, dtype=np.float32)
+        rewards = np.empty(T, dtype=np.float32)
+        terminated = np.zeros(T, dtype=bool)
+        truncated = np.zeros(T, dtype=bool)
+        episodes = []
+        clock = time.perf_counter
+        for t in range(T):
+            t0 = clock()
+            frames[t] = stack.newest
+            actions[t], logp[t] = self._act(model)
+            t1 = clock()
+            obs, reward, term, trunc, info = self.env.step(int(actions[t]))
+            t2 = clock()
+            rewards[t] = reward
+            terminated[t], truncated[t] = term, trunc
+            self.episode_return += float(info.get("raw_reward", reward))
+            self.episode_length += 1
+            if self.first_episode_actions is not None:
+                self.first_episode_actions.append(int(actions[t]))
+            if term or trunc:
+                episodes.append({"return": self.episode_return, "length": self.episode_length,
+                                 "frames": self.episode_length * self.frame_skip})
+                self.episode_return, self.episode_length = 0.0, 0
+                if self.first_episode_actions is not None:
+                    self.on_first_episode(self.first_episode_actions)
+                    self.first_episode_actions = None
+                obs, _ = self.env.reset()
+                stack.reset(obs)
+            else:
+                stack.push(obs)
+            t3 = clock()
+            self.times.infer += t1 - t0
+            self.times.emulate += t2 - t1
+            self.times.other += t3 - t2
+        self.times.steps += T
+        frames[T] = stack.newest
+        return Rollout(self.actor_id, policy_version, frames, history, actions, logp, rewards,
+                       terminated, truncated, episodes)
+
+    def on_first_episode(self, actions: list[int]) -> None:
+        """Hook: called once with the action sequence of the first episode."""

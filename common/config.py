@@ -1,0 +1,209 @@
+"""One dataclass for every learner setting: defaults, a TOML file, command-line flags.
+
+The learner is the single source of truth: actors receive the parts they need in the
+welcome message (see `actor_settings`). Precedence: defaults < `--config FILE.toml` <
+flags. An unknown key or a bad value raises `ConfigError` with one line a user can act on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class ConfigError(ValueError):
+    """A configuration problem, worded as one line for the user."""
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class Config:
+    # environment
+    env: str = _f("Airstriker-Genesis-v0", "stable-retro game id (ends in -v0) or Gymnasium id")
+    frame_skip: int = _f(4, "emulator frames per agent step for retro games (max over the last two)")
+    frame_stack: int = _f(4, "frames stacked into one observation for image games")
+    frame_size: int = _f(84, "image observations are grayscale frame_size x frame_size")
+    max_episode_steps: int = _f(
+        0, "time limit in agent steps; 0 = 27,000 for retro games, the registered limit for Gymnasium"
+    )
+    clip_rewards: bool = _f(False, "clip rewards to their sign (-1, 0, 1)")
+    action_set: str = _f("default", "button combinations for retro games (see README)")
+    # training
+    mode: str = _f("async", "async: update as soon as a batch is buffered (APPO); sync: rounds", choices=("async", "sync"))
+    unroll_length: int = _f(32, "agent steps per rollout message (T)")
+    batch_size: int = _f(512, "transitions per update in async mode (rounded up to whole rollouts)")
+    max_policy_lag: int = _f(20, "rollouts made with a policy this many versions old or older are dropped")
+    lr: float = _f(5e-4, "Adam learning rate")
+    adam_eps: float = _f(1e-5, "Adam epsilon")
+    max_grad_norm: float = _f(0.5, "global gradient norm clip")
+    gamma: float = _f(0.99, "discount factor")
+    vtrace_lambda: float = _f(0.95, "lambda of the V-trace traces (1.0 = IMPALA)")
+    clip_eps: float = _f(0.2, "PPO ratio clip")
+    vf_coef: float = _f(0.5, "value loss coefficient")
+    ent_coef: float = _f(0.01, "entropy bonus coefficient")
+    epochs: int = _f(1, "passes over each batch")
+    minibatches: int = _f(1, "minibatches per pass (split along the batch of rollouts)")
+    hidden_size: int = _f(64, "hidden units of the MLP used for vector observations")
+    exploration: str = _f(
+        "none", "none, or epsilon: actor i mixes eps_i = eps_base**(1 + eps_alpha*i/7) uniform noise (Ape-X)",
+        choices=("none", "epsilon"),
+    )
+    eps_base: float = _f(0.4, "epsilon of the most exploring actor with --exploration epsilon")
+    eps_alpha: float = _f(7.0, "spread of the epsilon ladder with --exploration epsilon")
+    seed: int = _f(1, "base seed; each actor's seed is derived from it and the actor id")
+    device: str = _f("auto", "auto (CUDA when present), cpu, cuda, cuda:N")
+    total_frames: int = _f(0, "stop cleanly after this many emulator frames (0 = run until stopped)")
+    # process and network
+    bind: str = _f("127.0.0.1", "address the learner binds (0.0.0.0 for remote actors)")
+    port: int = _f(5555, "base port P: control P, rollouts P+1, weights P+2")
+    curve_dir: str = _f("", "directory made by `learner keygen`: require CURVE on all sockets")
+    max_message_mb: float = _f(64.0, "largest accepted message in MiB")
+    actor_timeout: float = _f(10.0, "an actor silent this many seconds counts as gone")
+    publish_interval: float = _f(2.0, "seconds between republishing the current weights")
+    # run directory
+    run_dir: str = _f("", "run directory (default runs/<env>__<mode>__<seed>__<time>)")
+    report_interval: float = _f(5.0, "seconds between console / metrics.jsonl reports")
+    save_interval: int = _f(200, "checkpoint every this many updates (and at exit)")
+    max_checkpoints: int = _f(3, "newest checkpoints kept")
+    resume: bool = _f(False, "continue the newest checkpoint of --run-dir")
+    quiet: bool = _f(False, "no console status lines (metrics.jsonl is still written)")
+
+    def __post_init__(self) -> None:
+        positive = ("frame_skip", "frame_stack", "frame_size", "unroll_length", "batch_size",
+                    "max_policy_lag", "epochs", "minibatches", "hidden_size", "save_interval",
+                    "max_checkpoints")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("lr", "max_message_mb", "actor_timeout", "publish_interval", "report_interval"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.vtrace_lambda <= 1.0:
+            raise ConfigError("gamma and vtrace_lambda must lie in [0, 1]")
+        if not 0.0 <= self.eps_base <= 1.0:
+            raise ConfigError(f"eps_base must lie in [0, 1], got {self.eps_base}")
+        if self.max_episode_steps < 0 or self.total_frames < 0:
+            raise ConfigError("max_episode_steps and total_frames must not be negative")
+        if not 1 <= self.port <= 65533:
+            raise ConfigError(f"port must be in 1..65533 (it uses P, P+1, P+2), got {self.port}")
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise ConfigError(f"{f.name} must be one of {', '.join(choices)}, got {getattr(self, f.name)!r}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.minibatches > 1 and self.mode == "async" and self.rollouts_per_batch < self.minibatches:
+            raise ConfigError("minibatches must not exceed the rollouts in a batch (batch_size / unroll_length)")
+
+    # derived values, computed in one place
+    @property
+    def rollouts_per_batch(self) -> int:
+        return -(-self.batch_size // self.unroll_length)
+
+    def default_run_dir(self) -> str:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        return str(Path("runs") / f"{self.env}__{self.mode}__{self.seed}__{stamp}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Check a TOML value against the field's type (TOML already gives typed values)."""
+    kind = type(FIELDS[name].default)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is bool and not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{name} must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a config file of the form config.toml has; flat keys, checked against Config."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    out = {}
+    for key, value in data.items():
+        if key not in FIELDS:
+            raise ConfigError(f"{path}: unknown key {key!r}")
+        out[key] = _coerce(key, value)
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per Config field; help text from the field; defaults left to Config."""
+    for name, f in FIELDS.items():
+        flag = "--" + name.replace("_", "-")
+        kind = type(f.default)
+        help_text = f"{f.metadata['help']} (default: {f.default!r})"
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=help_text)
+        else:
+            parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=help_text,
+                                choices=f.metadata.get("choices"), metavar=name.upper())
+
+
+def resolve(args: argparse.Namespace, config_file: str | None) -> Config:
+    """defaults < config file < flags. With --resume and no --config, the run's own config.toml."""
+    values: dict[str, Any] = {}
+    flags = {k: v for k, v in vars(args).items() if k in FIELDS}
+    if not config_file and flags.get("resume") and flags.get("run_dir"):
+        saved = Path(flags["run_dir"]) / "config.toml"
+        if saved.exists():
+            config_file = str(saved)
+    if config_file:
+        values.update(load_toml(config_file))
+    values.update(flags)
+    return Config(**values)
+
+
+def dump_toml(cfg: Config) -> str:
+    import tomli_w
+
+    return tomli_w.dumps(cfg.to_dict())
+
+
+def actor_seed(base_seed: int, actor_id: int) -> int:
+    """Per-actor seed: reproducible from the base seed, distinct per actor id."""
+    return int(np.random.SeedSequence([base_seed, actor_id]).generate_state(1)[0])
+
+
+def actor_epsilon(cfg: Config, actor_id: int) -> float:
+    """Ape-X style ladder over 8 rungs: actor 0 explores most, actor 7 least."""
+    if cfg.exploration != "epsilon":
+        return 0.0
+    rung = actor_id % 8
+    return float(cfg.eps_base ** (1.0 + cfg.eps_alpha * rung / 7.0))
+
+
+def env_kwargs(cfg: Config, is_retro: bool) -> dict[str, Any]:
+    """Keyword arguments of common.envs.make_env for this configuration."""
+    steps = cfg.max_episode_steps or (27_000 if is_retro else None)
+    return {
+        "frame_skip": cfg.frame_skip if is_retro else 1,
+        "max_episode_steps": steps,
+        "clip_rewards": cfg.clip_rewards,
+        "frame_size": cfg.frame_size,
+        "action_set": cfg.action_set,
+    }

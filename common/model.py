@@ -1,0 +1,93 @@
+"""Actor-critic networks shared by actor and learner: Nature CNN for images, MLP for vectors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def _init(layer: nn.Module, gain: float = float(np.sqrt(2))) -> nn.Module:
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class NatureCNN(nn.Module):
+    """Mnih et al. 2015 torso on [N, stack, H, W] uint8 frames; policy and value heads."""
+
+    def __init__(self, in_channels: int, frame_size: int, n_actions: int):
+        super().__init__()
+        self.torso = nn.Sequential(
+            _init(nn.Conv2d(in_channels, 32, 8, stride=4)), nn.ReLU(),
+            _init(nn.Conv2d(32, 64, 4, stride=2)), nn.ReLU(),
+            _init(nn.Conv2d(64, 64, 3, stride=1)), nn.ReLU(),
+            nn.Flatten(),
+        )
+        with torch.no_grad():
+            n_flat = self.torso(torch.zeros(1, in_channels, frame_size, frame_size)).shape[1]
+        self.fc = nn.Sequential(_init(nn.Linear(n_flat, 512)), nn.ReLU())
+        self.policy = _init(nn.Linear(512, n_actions), 0.01)
+        self.value = _init(nn.Linear(512, 1), 1.0)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.fc(self.torso(obs.float() * (1.0 / 255.0)))
+        return self.policy(h), self.value(h).squeeze(-1)
+
+
+class MLP(nn.Module):
+    """Two tanh layers each for policy and value (CleanRL's CartPole agent)."""
+
+    def __init__(self, obs_dim: int, n_actions: int, hidden: int):
+        super().__init__()
+
+        def trunk() -> nn.Sequential:
+            return nn.Sequential(_init(nn.Linear(obs_dim, hidden)), nn.Tanh(),
+                                 _init(nn.Linear(hidden, hidden)), nn.Tanh())
+
+        self.policy = nn.Sequential(trunk(), _init(nn.Linear(hidden, n_actions), 0.01))
+        self.value = nn.Sequential(trunk(), _init(nn.Linear(hidden, 1), 1.0))
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = obs.float().flatten(1)
+        return self.policy(x), self.value(x).squeeze(-1)
+
+
+def model_spec(frame_shape: tuple[int, ...], frame_stack: int, n_actions: int, hidden: int) -> dict[str, Any]:
+    """Everything that fixes the architecture; travels in the welcome message."""
+    image = len(frame_shape) == 2
+    return {
+        "kind": "nature_cnn" if image else "mlp",
+        "frame_shape": list(frame_shape),
+        "frame_stack": frame_stack if image else 1,
+        "n_actions": n_actions,
+        "hidden": hidden,
+    }
+
+
+def spec_hash(spec: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_model(spec: dict[str, Any]) -> nn.Module:
+    if spec["kind"] == "nature_cnn":
+        return NatureCNN(spec["frame_stack"], spec["frame_shape"][0], spec["n_actions"])
+    if spec["kind"] == "mlp":
+        return MLP(int(np.prod(spec["frame_shape"])) * spec["frame_stack"], spec["n_actions"], spec["hidden"])
+    raise ValueError(f"unknown model kind {spec['kind']!r}")
+
+
+def state_to_numpy(model: nn.Module) -> dict[str, np.ndarray]:
+    return {k: v.detach().to("cpu", torch.float32).numpy() for k, v in model.state_dict().items()}
+
+
+def expected_params(model: nn.Module) -> dict[str, tuple[tuple[int, ...], str]]:
+    return {k: (tuple(v.shape), "float32") for k, v in model.state_dict().items()}
+
+
+def load_numpy_state(model: nn.Module, state: dict[str, np.ndarray]) -> None:
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})

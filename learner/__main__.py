@@ -1,0 +1,111 @@
+"""`learner [flags]` trains; `learner evaluate RUN_DIR` plays a checkpoint; `learner keygen DIR`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from common.config import ConfigError, add_arguments, resolve
+
+log = logging.getLogger("learner")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (no usage dump)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def train_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(
+        prog="learner",
+        description="retrofleet learner: receives rollouts from actors over ZeroMQ, updates the "
+        "policy (APPO with V-trace, or synchronous rounds) and publishes the weights. "
+        "Subcommands: `learner evaluate RUN_DIR`, `learner keygen DIR`.",
+    )
+    p.add_argument("--config", metavar="FILE.toml", help="settings file with the keys of config.toml")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    add_arguments(p)
+    return p
+
+
+def main_train(argv: list[str]) -> int:
+    args = train_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s learner %(levelname)s %(message)s")
+    from common import envs, transport
+    from learner.server import Learner
+
+    try:
+        cfg = resolve(args, args.config)
+        if cfg.resume and not cfg.run_dir:
+            raise ConfigError("--resume needs --run-dir (the run to continue)")
+        run_dir = Path(cfg.run_dir or cfg.default_run_dir())
+        keys = transport.learner_keys(cfg.curve_dir) if cfg.curve_dir else None
+        if keys is None and cfg.bind not in ("127.0.0.1", "localhost", "::1"):
+            log.warning("binding %s without CURVE: anyone who can reach this host can send rollouts "
+                        "and read the weights; use --curve-dir (see `learner keygen`)", cfg.bind)
+        learner = Learner(cfg, run_dir, keys=keys)
+    except (ConfigError, envs.EnvError, transport.TransportError, ValueError, RuntimeError) as exc:
+        print(f"learner: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(learner.run())
+    except OSError as exc:  # typically the port is taken
+        print(f"learner: error: {exc} (is another learner on port {cfg.port}?)", file=sys.stderr)
+        return 1
+
+
+def main_keygen(argv: list[str]) -> int:
+    p = OneLineParser(prog="learner keygen", description="Make CURVE keys for a learner and its actors.")
+    p.add_argument("dir", help="directory to write the keys to")
+    p.add_argument("--actors", type=int, default=8, help="actor key pairs to make (default: 8)")
+    args = p.parse_args(argv)
+    from common.transport import keygen
+
+    keygen(args.dir, args.actors)
+    print(f"keys in {args.dir}: learner.key (give to actors), learner.key_secret (keep), "
+          f"actorN.key_secret (one per actor host); authorized/ lists the admitted actors")
+    return 0
+
+
+def main_evaluate(argv: list[str]) -> int:
+    p = OneLineParser(prog="learner evaluate",
+                      description="Play a run's newest checkpoint (or --checkpoint FILE) without a learner.")
+    p.add_argument("run_dir", help="run directory (holds config.toml and checkpoints/)")
+    p.add_argument("--checkpoint", help="a ckpt_N.pt file (default: the newest of the run)")
+    p.add_argument("--episodes", type=int, default=5, help="episodes to play (default: 5)")
+    p.add_argument("--video", help="write one episode as a .gif or .mp4")
+    p.add_argument("--seed", type=int, default=12345, help="environment seed (default: 12345)")
+    p.add_argument("--greedy", action="store_true", help="take the most likely action, not a sample")
+    args = p.parse_args(argv)
+    from learner.evaluate import EvaluateError, evaluate
+
+    try:
+        result = evaluate(args.run_dir, checkpoint=args.checkpoint, episodes=args.episodes,
+                          video=args.video, seed=args.seed, greedy=args.greedy)
+    except EvaluateError as exc:
+        print(f"learner evaluate: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"mean return {result['mean_return']:.2f} over {len(result['returns'])} episodes "
+          f"({', '.join(f'{r:.1f}' for r in result['returns'])})")
+    if args.video:
+        print(f"video: {args.video}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "keygen":
+        return main_keygen(argv[1:])
+    if argv and argv[0] == "evaluate":
+        return main_evaluate(argv[1:])
+    return main_train(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

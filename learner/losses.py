@@ -1,0 +1,144 @@
+"""APPO loss: PPO clipped surrogate driven by V-trace targets and advantages.
+
+The actors' behaviour policy lags the learner's, so the V-trace correction (see
+:mod:`learner.vtrace`) provides off-policy value targets and advantages, and the PPO ratio
+``pi / mu`` against the behaviour policy is clipped to keep each update close to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from learner.vtrace import from_importance_weights
+
+__all__ = ["LossConfig", "appo_loss"]
+
+# No gamma here: callers pass per-step discounts (gamma * (1 - done)) already.
+# No value clipping: it needs the behaviour values, which the trajectories do not carry.
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Hyper-parameters of :func:`appo_loss`."""
+
+    clip_eps: float = 0.2
+    """PPO ratio clip range: ratios outside ``[1 - clip_eps, 1 + clip_eps]`` get no gradient."""
+    vf_coef: float = 0.5
+    """Weight of the value loss in the total loss."""
+    ent_coef: float = 0.01
+    """Weight of the entropy bonus (subtracted from the total loss)."""
+    lambda_: float = 1.0
+    """V-trace lambda (trace cutting); 1.0 is plain V-trace."""
+    clip_rho: float | None = 1.0
+    """V-trace ``rho_bar`` for the TD errors; ``None`` disables clipping."""
+    clip_pg_rho: float | None = 1.0
+    """V-trace clipping of the policy-gradient importance weights; ``None`` disables it."""
+    normalize_advantages: bool = True
+    """Standardise advantages over the whole ``[T, B]`` batch before the surrogate."""
+
+    def __post_init__(self) -> None:
+        if not self.clip_eps > 0:
+            raise ValueError(f"clip_eps must be positive, got {self.clip_eps!r}")
+        if not 0 <= self.lambda_ <= 1:
+            raise ValueError(f"lambda_ must be in [0, 1], got {self.lambda_!r}")
+
+
+STAT_KEYS = (
+    "losses/policy_loss",
+    "losses/value_loss",
+    "losses/entropy",
+    "losses/approx_kl",
+    "losses/clipfrac",
+    "losses/rho_mean",
+    "losses/total",
+)
+
+
+def appo_loss(
+    logits: Tensor,
+    values: Tensor,
+    bootstrap_value: Tensor,
+    actions: Tensor,
+    behaviour_logp: Tensor,
+    rewards: Tensor,
+    discounts: Tensor,
+    cfg: LossConfig,
+) -> tuple[Tensor, dict[str, float]]:
+    """Compute the APPO loss for one time-major batch of trajectories.
+
+    Args:
+        logits: ``[T, B, A]`` current-policy logits (with grad).
+        values: ``[T, B]`` current value estimates ``V(x_t)`` (with grad).
+        bootstrap_value: ``[B]`` current value of the observation after the last step;
+            only used (detached) inside the V-trace targets.
+        actions: ``[T, B]`` int64 actions taken by the actors.
+        behaviour_logp: ``[T, B]`` log-prob of each action under the actor's policy.
+        rewards: ``[T, B]`` rewards.
+        discounts: ``[T, B]`` per-step discounts, ``gamma * (1 - done)``.
+        cfg: loss hyper-parameters.
+
+    Returns:
+        ``(loss, stats)``: the scalar loss to minimise,
+        ``policy_loss + vf_coef * value_loss - ent_coef * entropy``, and a dict of python
+        floats with keys :data:`STAT_KEYS`.
+
+    Raises:
+        ValueError: on inconsistent shapes or non-integer actions.
+    """
+    if logits.dim() != 3:
+        raise ValueError(f"logits must be [T, B, A], got shape {tuple(logits.shape)}")
+    tb = logits.shape[:2]
+    for name, t in (("values", values), ("actions", actions), ("behaviour_logp", behaviour_logp)):
+        if t.shape != tb:
+            raise ValueError(f"{name} must be [T, B] = {tuple(tb)}, got {tuple(t.shape)}")
+    if actions.dtype != torch.int64:
+        raise ValueError(f"actions must be int64, got {actions.dtype}")
+
+    log_probs = F.log_softmax(logits, dim=-1)
+    logp = log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    log_ratio = logp - behaviour_logp
+    log_rhos = log_ratio.detach()
+
+    # rewards/discounts/bootstrap shapes are validated inside V-trace.
+    vtrace = from_importance_weights(
+        log_rhos=log_rhos,
+        discounts=discounts,
+        rewards=rewards,
+        values=values.detach(),
+        bootstrap_value=bootstrap_value.detach(),
+        clip_rho_threshold=cfg.clip_rho,
+        clip_pg_rho_threshold=cfg.clip_pg_rho,
+        lambda_=cfg.lambda_,
+    )
+
+    adv = vtrace.pg_advantages
+    if cfg.normalize_advantages and adv.numel() > 1:
+        # Population std so a constant batch gives zero advantages instead of NaN.
+        adv = (adv - adv.mean()) / (adv.std(correction=0) + 1e-8)
+
+    ratio = torch.exp(log_ratio)
+    surr1 = ratio * adv
+    surr2 = ratio.clamp(1.0 - cfg.clip_eps, 1.0 + cfg.clip_eps) * adv
+    policy_loss = -torch.min(surr1, surr2).mean()
+
+    value_loss = 0.5 * (vtrace.vs - values).pow(2).mean()
+
+    # Entropy from log-probs directly; same as Categorical(logits).entropy() without validation.
+    entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
+
+    loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy
+
+    with torch.no_grad():
+        approx_kl = ((ratio - 1.0) - log_ratio).mean()
+        clipfrac = ((ratio - 1.0).abs() > cfg.clip_eps).to(ratio.dtype).mean()
+        rho_mean = log_rhos.exp().mean()
+        # One device->host transfer for all stats instead of one sync per .item().
+        values_list = torch.stack(
+            [policy_loss, value_loss, entropy, approx_kl, clipfrac, rho_mean, loss]
+        ).tolist()
+    stats = dict(zip(STAT_KEYS, values_list, strict=True))
+    return loss, stats
