@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# retrofleet launcher.
+#   ./launch.sh N [learner flags]              a learner and N actors on this machine
+#   ./launch.sh N --learner tcp://HOST:PORT    only N actors, joining a learner elsewhere
+#   ./launch.sh test [pytest args]             the test suite
+# On first use it creates .venv in the repo and installs the project into it.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+VENV="$ROOT/.venv"
+PY="$VENV/bin/python"
+# The torch build installed when none is there yet; override for another build or version.
+TORCH_SPEC="${RETROFLEET_TORCH:-torch==2.13.0}"
+
+say() { printf '[launch] %s\n' "$*"; }
+die() { printf 'launch.sh: error: %s\n' "$*" >&2; exit 2; }
+
+usage() {
+  cat <<'EOF'
+usage: ./launch.sh N [learner flags]             learner + N actors on this machine
+       ./launch.sh N --learner tcp://HOST:PORT   N actors joining a running learner
+       ./launch.sh test [pytest args]            run the test suite
+Learner flags: see `.venv/bin/learner --help` (e.g. --env CartPole-v1 --mode sync
+--total-frames 2000000 --run-dir runs/air1). Ctrl-C stops everything cleanly.
+EOF
+}
+
+ensure_env() {
+  local stamp="$VENV/.retrofleet-installed" want
+  want="$(cat "$ROOT/pyproject.toml" | sha1sum | cut -d' ' -f1)"
+  if [[ -x "$PY" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    return 0
+  fi
+  say "setting up $VENV (first run only)..."
+  local logf="$ROOT/.venv-install.log"
+  : > "$logf"
+  if [[ ! -x "$PY" ]]; then
+    python3 -m venv "$VENV" >>"$logf" 2>&1 || { tail -5 "$logf"; die "could not create $VENV (is python3-venv installed?)"; }
+  fi
+  if ! "$PY" -c "import torch" >/dev/null 2>&1; then
+    "$PY" -m pip install -q "$TORCH_SPEC" >>"$logf" 2>&1 || { tail -20 "$logf"; die "installing $TORCH_SPEC failed (log: $logf)"; }
+  fi
+  "$PY" -m pip install -q -e "$ROOT[dev]" >>"$logf" 2>&1 || { tail -20 "$logf"; die "installing retrofleet failed (log: $logf)"; }
+  echo "$want" > "$stamp"
+  rm -f "$logf"
+  say "environment ready"
+}
+
+if [[ $# -lt 1 || "$1" == "-h" || "$1" == "--help" ]]; then usage; exit 0; fi
+
+if [[ "$1" == "test" ]]; then
+  shift
+  ensure_env
+  cd "$ROOT" && exec "$PY" -m pytest "$@"
+fi
+
+N="$1"; shift
+[[ "$N" =~ ^[0-9]+$ ]] || { usage >&2; die "first argument must be the number of actors, got '$N'"; }
+
+REMOTE=""
+LEARNER_ARGS=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --learner) [[ $# -ge 2 ]] || die "--learner needs tcp://HOST:PORT"; REMOTE="$2"; shift 2 ;;
+    --learner=*) REMOTE="${1#--learner=}"; shift ;;
+    *) LEARNER_ARGS+=("$1"); shift ;;
+  esac
+done
+
+ensure_env
+cd "$ROOT"
+
+LEARNER_PID=""
+declare -a ACTOR_PIDS=() ACTOR_DEAD_SINCE=()
+RESTARTS=0
+STOPPING=0
+RUN_DIR=""
+
+start_actor() {
+  local i="$1"
+  "$VENV/bin/actor" --learner "$ADDR" >>"$RUN_DIR/actor_$i.log" 2>&1 &
+  ACTOR_PIDS[$i]=$!
+  ACTOR_DEAD_SINCE[$i]=""
+}
+
+alive() { [[ -n "$1" ]] && kill -0 "$1" 2>/dev/null; }
+
+shutdown() {
+  [[ $STOPPING == 1 ]] && return
+  STOPPING=1
+  say "stopping: learner writes a final checkpoint, actors exit..."
+  local pids=()
+  for p in "${ACTOR_PIDS[@]}"; do alive "$p" && pids+=("$p"); done
+  alive "$LEARNER_PID" && pids+=("$LEARNER_PID")
+  [[ ${#pids[@]} -gt 0 ]] && kill -TERM "${pids[@]}" 2>/dev/null
+  local deadline=$((SECONDS + 9))
+  while [[ $SECONDS -lt $deadline ]]; do
+    local left=0
+    for p in "${pids[@]}"; do alive "$p" && left=1; done
+    [[ $left == 0 ]] && break
+    sleep 0.2
+  done
+  for p in "${pids[@]}"; do alive "$p" && { say "process $p did not stop in time; killing it"; kill -KILL "$p" 2>/dev/null; }; done
+  wait 2>/dev/null
+}
+
+on_signal() { shutdown; say "stopped${RUN_DIR:+; run directory $RUN_DIR}"; exit 130; }
+trap on_signal INT TERM
+
+if [[ -n "$REMOTE" ]]; then
+  [[ ${#LEARNER_ARGS[@]} -eq 0 ]] || die "with --learner only actors start here; learner flags (${LEARNER_ARGS[*]}) belong on the learner's host"
+  ADDR="$REMOTE"
+  RUN_DIR="$ROOT/runs/actors-$(hostname)-$(date +%Y%m%d-%H%M%S)"
+  mkdir -p "$RUN_DIR"
+else
+  mkdir -p "$ROOT/runs"
+  BOOT_LOG="$ROOT/runs/.learner-$$.log"
+  "$VENV/bin/learner" "${LEARNER_ARGS[@]}" >"$BOOT_LOG" 2>&1 &
+  LEARNER_PID=$!
+  # wait for the learner's ready line; it names the run directory and the port
+  while ! grep -q "^learner ready:" "$BOOT_LOG" 2>/dev/null; do
+    if ! alive "$LEARNER_PID"; then
+      wait "$LEARNER_PID"; rc=$?
+      cat "$BOOT_LOG" >&2; rm -f "$BOOT_LOG"
+      exit "$rc"
+    fi
+    sleep 0.2
+  done
+  ready="$(grep -m1 "^learner ready:" "$BOOT_LOG")"
+  RUN_DIR="$(sed -E 's/.*\(run dir ([^,]+),.*/\1/' <<<"$ready")"
+  PORT="$(sed -E 's#^learner ready: tcp://[^ ]*:([0-9]+) .*#\1#' <<<"$ready")"
+  ADDR="tcp://127.0.0.1:$PORT"
+  mkdir -p "$RUN_DIR"
+  mv "$BOOT_LOG" "$RUN_DIR/learner.log"
+  say "$ready"
+fi
+
+for ((i = 0; i < N; i++)); do start_actor "$i"; done
+say "$N actors joining $ADDR; logs in $RUN_DIR (learner.log, actor_<i>.log)"
+
+last_status=0
+while true; do
+  if [[ -n "$LEARNER_PID" ]] && ! alive "$LEARNER_PID"; then
+    wait "$LEARNER_PID"; rc=$?
+    STOPPING=0; LEARNER_PID=""; shutdown
+    tail -n 2 "$RUN_DIR/learner.log"
+    say "learner exited with code $rc; run directory $RUN_DIR"
+    exit "$rc"
+  fi
+  up=0
+  for ((i = 0; i < N; i++)); do
+    p="${ACTOR_PIDS[$i]}"
+    if alive "$p"; then up=$((up + 1)); continue; fi
+    if [[ -z "${ACTOR_DEAD_SINCE[$i]}" ]]; then
+      wait "$p" 2>/dev/null; code=$?
+      ACTOR_DEAD_SINCE[$i]=$SECONDS
+      say "actor $i (pid $p) exited with code $code; restarting in 2 s"
+    elif (( SECONDS - ACTOR_DEAD_SINCE[$i] >= 2 )); then
+      start_actor "$i"; RESTARTS=$((RESTARTS + 1)); up=$((up + 1))
+    fi
+  done
+  if (( SECONDS - last_status >= 5 )); then
+    last_status=$SECONDS
+    status=""
+    [[ -n "$LEARNER_PID" ]] && status="$(grep -E '^\[ *[0-9]+s\]' "$RUN_DIR/learner.log" | tail -n 1)"
+    say "actors up $up/$N, restarts $RESTARTS${status:+ | $status}"
+  fi
+  sleep 0.5
+done

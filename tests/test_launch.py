@@ -1,0 +1,103 @@
+"""./launch.sh as a user runs it: real learner, real actors, the real Airstriker emulator."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import psutil
+
+from learner.checkpoint import list_checkpoints, load
+from tests.conftest import ROOT, free_base_port, last_metrics, read_actors, read_metrics, wait_for
+
+
+def _launch(tmp_path, *args: str) -> tuple[subprocess.Popen, object]:
+    log = open(tmp_path / "launch.out", "wb")
+    p = subprocess.Popen([str(ROOT / "launch.sh"), *args], stdout=log, stderr=subprocess.STDOUT,
+                         cwd=ROOT, start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return p, log
+
+
+def _tree(p: subprocess.Popen) -> list[psutil.Process]:
+    try:
+        return psutil.Process(p.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _kill_group(p: subprocess.Popen) -> None:
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def test_total_frames_ends_cleanly_with_checkpoint_and_metrics(tmp_path):
+    run = tmp_path / "air"
+    p, log = _launch(tmp_path, "2", "--total-frames", "20000", "--port", str(free_base_port()),
+                     "--run-dir", str(run), "--report-interval", "2")
+    try:
+        rc = p.wait(240)
+    finally:
+        _kill_group(p)
+        log.close()
+    out = (tmp_path / "launch.out").read_text()
+    assert rc == 0, out
+    rows = read_metrics(run)
+    assert rows and rows[-1]["frames"] >= 20000
+    assert set(rows[-1]) >= {"wall_s", "frames", "steps", "fps", "episodes", "episodes_per_hour",
+                             "mean_return", "updates", "policy_lag_mean", "policy_lag_max", "actors",
+                             "rejected_messages", "dropped_stale"}
+    ckpts = list_checkpoints(run / "checkpoints")
+    assert ckpts, "a final checkpoint is written"
+    ckpt = load(ckpts[-1])
+    assert ckpt["counters"]["frames"] >= 20000 and ckpt["counters"]["updates"] >= 1
+    assert (run / "config.toml").exists() and any((run / "tb").iterdir())
+    assert len(read_actors(run)) == 2
+    assert (run / "learner.log").exists() and (run / "actor_0.log").exists()
+    assert "[launch] actors up" in out, "a status line every few seconds"
+
+
+def test_sigint_stops_every_process_within_10s(tmp_path):
+    run = tmp_path / "air"
+    p, log = _launch(tmp_path, "2", "--port", str(free_base_port()), "--run-dir", str(run))
+    try:
+        wait_for(lambda: last_metrics(run).get("frames", 0) > 2000, 120, "actors streaming")
+        children = _tree(p)
+        assert len(children) >= 3, "learner and two actors run under launch.sh"
+        t0 = time.monotonic()
+        os.killpg(p.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        p.wait(15)
+        elapsed = time.monotonic() - t0
+        _, alive = psutil.wait_procs(children, timeout=1)
+    finally:
+        _kill_group(p)
+        log.close()
+    assert elapsed < 10, f"took {elapsed:.1f} s"
+    assert not alive, f"left behind: {alive}"
+    assert list_checkpoints(run / "checkpoints"), "final checkpoint on SIGINT"
+
+
+def test_killed_actor_is_restarted_and_learner_keeps_updating(tmp_path):
+    run = tmp_path / "cp"
+    p, log = _launch(tmp_path, "2", "--env", "CartPole-v1", "--port", str(free_base_port()),
+                     "--run-dir", str(run), "--report-interval", "0.5", "--actor-timeout", "3")
+    try:
+        wait_for(lambda: last_metrics(run).get("updates", 0) >= 5, 90, "first updates")
+        actors = [c for c in _tree(p) if c.name() == "actor"]
+        assert len(actors) == 2
+        actors[0].send_signal(signal.SIGKILL)
+        updates = last_metrics(run)["updates"]
+        wait_for(lambda: len(read_actors(run)) >= 3, 30, "a restarted actor joins")
+        wait_for(lambda: last_metrics(run)["updates"] >= updates + 20, 60, "updates go on")
+        assert "restarting" in (tmp_path / "launch.out").read_text()
+        wait_for(lambda: last_metrics(run)["actors"] == 2, 20, "actor count back to 2")
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(15)
+        finally:
+            _kill_group(p)
+            log.close()

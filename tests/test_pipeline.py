@@ -1,0 +1,136 @@
+"""Learner and actor processes over real ZeroMQ sockets on 127.0.0.1 (CartPole-v1)."""
+
+from __future__ import annotations
+
+import math
+
+import msgpack
+import numpy as np
+import zmq
+
+from common import protocol
+from common.protocol import Rollout, RolloutSpec
+from tests.conftest import free_base_port, last_metrics, read_actors, wait_for
+
+
+def _hello(ctx: zmq.Context, port: int) -> dict:
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.linger = 0
+    dealer.connect(f"tcp://127.0.0.1:{port}")
+    dealer.send(protocol.encode("hello", host="test", pid=1, previous_id=None))
+    assert dealer.poll(10_000), "no welcome"
+    msg = protocol.decode(dealer.recv())
+    dealer.close()
+    assert msg["kind"] == "welcome"
+    return msg
+
+
+def test_actors_and_learner_update_and_adopt_weights(procs, tmp_path):
+    port = free_base_port()
+    run = tmp_path / "run"
+    procs.learner("--env", "CartPole-v1", "--batch-size", "256", port=port, run_dir=run)
+    procs.actor(port, "a0")
+    procs.actor(port, "a1")
+
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.linger = 0
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(f"tcp://127.0.0.1:{port + 2}")
+    try:
+        row = wait_for(lambda: (m := last_metrics(run)).get("updates", 0) >= 30 and m, 90, "30 updates")
+        versions = []  # the SUB queue holds old versions first; read until a recent one arrives
+        while not versions or versions[-1] < 30:
+            assert sub.poll(10_000), f"weights stopped at {versions[-1:]}"
+            versions.append(protocol.decode(sub.recv())["version"])
+    finally:
+        sub.close()
+        ctx.term()
+    assert versions == sorted(versions), "published versions only go up"
+    assert row["actors"] == 2 and len(read_actors(run)) == 2
+    # Actors adopt new weights: data stays within a version or two of the learner, nothing stale.
+    assert row["dropped_stale"] == 0
+    assert row["policy_lag_max"] is not None and row["policy_lag_max"] <= 3
+    assert row["frames"] > 30 * 256 and row["episodes"] > 0 and row["rejected_messages"] == 0
+
+
+def _valid_rollout(actor_id: int, T: int) -> Rollout:
+    rng = np.random.default_rng(0)
+    return Rollout(
+        actor_id=actor_id, policy_version=0,
+        frames=rng.normal(size=(T + 1, 4)).astype(np.float32),
+        history=np.zeros((0, 4), np.float32),
+        actions=rng.integers(0, 2, T).astype(np.int32),
+        behaviour_logp=np.full(T, math.log(0.5), np.float32),
+        rewards=np.ones(T, np.float32),
+        terminated=np.zeros(T, bool), truncated=np.zeros(T, bool), episodes=[],
+    )
+
+
+def _bad_messages(actor_id: int, T: int) -> list[bytes]:
+    """One message for each way a rollout can be wrong."""
+    good = msgpack.unpackb(protocol.encode_rollout(_valid_rollout(actor_id, T)), raw=False)
+
+    def variant(**changes) -> bytes:
+        msg = {**good, **changes}
+        return msgpack.packb(msg, use_bin_type=True)
+
+    frames = good["frames"]
+    return [
+        variant(frames={**frames, "dtype": "int64"}),  # wrong dtype
+        variant(frames={**frames, "shape": [T + 1, 8]}),  # shape that lies about its bytes
+        variant(frames={**frames, "data": frames["data"][:-7]}),  # truncated data
+        variant(rewards=protocol.pack_array(np.full(T, np.nan, np.float32))),  # NaN reward
+        variant(kind="gradient"),  # unknown kind
+        variant(policy_version=10**6),  # a policy version from the future
+        variant(actor_id=actor_id + 999),  # an actor id nobody was given
+        protocol.encode_rollout(_valid_rollout(actor_id, T))[:50],  # truncated message
+        b"\x00\xffnot msgpack at all",
+    ]
+
+
+def test_bad_messages_are_rejected_counted_and_training_goes_on(procs, tmp_path):
+    port = free_base_port()
+    run = tmp_path / "run"
+    procs.learner("--env", "CartPole-v1", "--batch-size", "128", "--unroll-length", "32",
+                  port=port, run_dir=run)
+    procs.actor(port, "a0")
+    wait_for(lambda: last_metrics(run).get("updates", 0) >= 5, 60, "first updates")
+
+    ctx = zmq.Context()
+    push = ctx.socket(zmq.PUSH)
+    push.linger = 1000
+    push.connect(f"tcp://127.0.0.1:{port + 1}")
+    try:
+        welcome = _hello(ctx, port)
+        bad = _bad_messages(welcome["actor_id"], 32)
+        rounds = 5
+        for _ in range(rounds):
+            for buf in bad:
+                push.send(buf)
+        updates_before = last_metrics(run)["updates"]
+        row = wait_for(lambda: (m := last_metrics(run)).get("rejected_messages", 0) >= rounds * len(bad) and m,
+                       30, "all bad messages counted")
+    finally:
+        push.close()
+        ctx.term()
+    assert row["rejected_messages"] == rounds * len(bad)
+    wait_for(lambda: last_metrics(run)["updates"] >= updates_before + 10, 60, "updates after the attack")
+    log = (tmp_path / "learner.log").read_text()
+    assert "Traceback" not in log
+    assert log.count("rejected message") < rounds * len(bad), "rejections are logged at a limited rate"
+
+
+def test_spec_in_welcome_matches_cartpole(procs, tmp_path):
+    port = free_base_port()
+    procs.learner("--env", "CartPole-v1", "--seed", "7", port=port, run_dir=tmp_path / "run")
+    ctx = zmq.Context()
+    try:
+        w = _hello(ctx, port)
+    finally:
+        ctx.term()
+    s = w["settings"]
+    spec = RolloutSpec(s["unroll_length"], tuple(s["model"]["frame_shape"]), "float32",
+                       s["model"]["frame_stack"], s["model"]["n_actions"])
+    assert spec.frame_shape == (4,) and spec.n_actions == 2 and spec.frame_stack == 1
+    assert s["env"] == "CartPole-v1" and w["actor_id"] == 0
