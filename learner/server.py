@@ -164,6 +164,8 @@ class Learner:
                 self._reject("bad control message: %s", exc)
                 continue
             await sock.send_multipart([frames[0], self.welcome(msg)])
+            # the newcomer's SUB needs a moment to connect; then it need not wait for the timer
+            asyncio.get_running_loop().call_later(0.3, self.publish_now.set)
 
     # ------------------------------------------------------------------ receive
     def _reject(self, fmt: str, *args: Any) -> None:
