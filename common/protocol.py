@@ -33,10 +33,11 @@ class ProtocolError(ValueError):
 
 def pack_array(a: np.ndarray, codec: str = "none") -> dict[str, Any]:
     """An array as a msgpack-ready map; `codec="lz4"` compresses the bytes."""
+    shape = list(np.shape(a))  # before ascontiguousarray, which turns 0-d into 1-d
     a = np.ascontiguousarray(a)
     if a.dtype.name not in ALLOWED_DTYPES:
         raise ProtocolError(f"dtype {a.dtype} is not allowed on the wire")
-    out: dict[str, Any] = {"dtype": a.dtype.name, "shape": list(a.shape)}
+    out: dict[str, Any] = {"dtype": a.dtype.name, "shape": shape}
     if codec == "lz4":
         out["codec"] = "lz4"
         out["data"] = lz4.block.compress(a.data, store_size=False)
@@ -93,6 +94,20 @@ def _no_ext(code: int, data: bytes) -> Any:
     raise ProtocolError("msgpack ext types are not accepted")
 
 
+def _reject_timestamps(node: Any, depth: int = 0) -> None:
+    """msgpack decodes its timestamp ext type itself, past ext_hook; refuse it here."""
+    if isinstance(node, msgpack.Timestamp):
+        raise ProtocolError("msgpack ext types are not accepted")
+    if depth > 8:
+        raise ProtocolError("message nests too deeply")
+    if isinstance(node, dict):
+        for value in node.values():
+            _reject_timestamps(value, depth + 1)
+    elif isinstance(node, list):
+        for value in node:
+            _reject_timestamps(value, depth + 1)
+
+
 def decode(buf: bytes, *, max_bytes: int = 64 << 20) -> dict[str, Any]:
     """The message map, after envelope checks; ProtocolError on anything malformed."""
     if len(buf) > max_bytes:
@@ -108,7 +123,8 @@ def decode(buf: bytes, *, max_bytes: int = 64 << 20) -> dict[str, Any]:
         raise ProtocolError(f"not a msgpack document: {type(exc).__name__}") from None
     if not isinstance(msg, dict):
         raise ProtocolError("message must be a map")
-    if msg.get("v") != PROTOCOL_VERSION:
+    _reject_timestamps(msg)
+    if type(msg.get("v")) is not int or msg["v"] != PROTOCOL_VERSION:
         raise ProtocolError(f"protocol version {msg.get('v')!r}, expected {PROTOCOL_VERSION}")
     if msg.get("kind") not in KINDS:
         raise ProtocolError(f"unknown kind {msg.get('kind')!r}")
