@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tomllib
 
 
 class ConfigError(ValueError):
@@ -63,6 +63,8 @@ class Config:
     seed: int = _f(1, "base seed; each actor's seed is derived from it and the actor id")
     device: str = _f("auto", "auto (CUDA when present), cpu, cuda, cuda:N")
     total_frames: int = _f(0, "stop cleanly after this many emulator frames (0 = run until stopped)")
+    stop_at_return: float = _f(0.0, "stop cleanly once the mean return reaches this (0 = never)")
+    return_window: int = _f(100, "episodes in the mean return of reports and --stop-at-return")
     # process and network
     bind: str = _f("127.0.0.1", "address the learner binds (0.0.0.0 for remote actors)")
     port: int = _f(5555, "base port P: control P, rollouts P+1, weights P+2")
@@ -81,7 +83,7 @@ class Config:
     def __post_init__(self) -> None:
         positive = ("frame_skip", "frame_stack", "frame_size", "unroll_length", "batch_size",
                     "max_policy_lag", "epochs", "minibatches", "hidden_size", "save_interval",
-                    "max_checkpoints")
+                    "max_checkpoints", "return_window")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")

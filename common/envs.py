@@ -10,7 +10,7 @@ Retro pipeline (innermost first)::
       -> GrayResize     RGB -> grayscale -> ``frame_size`` x ``frame_size`` uint8 (ONE frame)
       -> DiscreteButtons Discrete(n) -> button array from ``BUTTON_SETS[system]``
       -> TimeLimit      ``max_episode_steps`` counted in agent steps (if not None)
-      -> TransformReward sign(reward) (if ``clip_rewards``)
+      -> ClipReward     sign(reward), raw reward in info (if ``clip_rewards``)
       -> SeedOnFirstReset
 
 Frame stacking is deliberately NOT done here: the actor stacks frames so that each frame
@@ -191,6 +191,15 @@ class SeedOnFirstReset(gym.Wrapper):
 # --------------------------------------------------------------------------- construction
 
 
+class ClipReward(gym.Wrapper):
+    """Reward -> its sign; the game's own reward stays in info['raw_reward'] for reporting."""
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        info["raw_reward"] = reward
+        return obs, float(np.sign(reward)), terminated, truncated, info
+
+
 def is_retro_game(env_id: str) -> bool:
     """True for ids stable-retro knows (in ``list_games()``), whether or not the ROM is imported."""
     import stable_retro.data
@@ -297,7 +306,7 @@ def make_env(
     if max_episode_steps is not None:
         env = gym.wrappers.TimeLimit(env, max_episode_steps)
     if clip_rewards:
-        env = gym.wrappers.TransformReward(env, lambda r: float(np.sign(r)))
+        env = ClipReward(env)
     env = SeedOnFirstReset(env, seed)
     env.action_space.seed(seed)
     return env

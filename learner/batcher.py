@@ -30,7 +30,7 @@ class Batch:
 def collate(rollouts: list[Rollout], version: int) -> Batch:
     """Stack rollouts along B, rebuilding every step's frame stack from single frames."""
     dones = [r.terminated | r.truncated for r in rollouts]
-    obs = np.stack([rebuild_stacks(r.history, r.frames, d) for r, d in zip(rollouts, dones)], axis=1)
+    obs = np.stack([rebuild_stacks(r.history, r.frames, d) for r, d in zip(rollouts, dones, strict=True)], axis=1)
     return Batch(
         obs=obs,
         actions=np.stack([r.actions for r in rollouts], axis=1).astype(np.int64),

@@ -16,7 +16,8 @@ METRIC_FIELDS = ("wall_s", "frames", "steps", "fps", "episodes", "episodes_per_h
 class Metrics:
     """Counters of one run plus the windows the report needs."""
 
-    def __init__(self, run_dir: Path, *, tensorboard: bool = True, start: dict[str, Any] | None = None):
+    def __init__(self, run_dir: Path, *, tensorboard: bool = True, start: dict[str, Any] | None = None,
+                 return_window: int = 100):
         start = start or {}
         self.frames = int(start.get("frames", 0))
         self.steps = int(start.get("steps", 0))
@@ -24,7 +25,7 @@ class Metrics:
         self.updates = int(start.get("updates", 0))
         self.rejected_messages = 0
         self.dropped_stale = 0
-        self.returns: deque[float] = deque(start.get("recent_returns", []), maxlen=100)
+        self.returns: deque[float] = deque(start.get("recent_returns", []), maxlen=return_window)
         self.lags: list[int] = []
         self.started = time.monotonic()
         self.wall_offset = float(start.get("wall_s", 0.0))
@@ -46,6 +47,9 @@ class Metrics:
         self.episodes += 1
         self.returns.append(ret)
 
+    def mean_return(self) -> float | None:
+        return sum(self.returns) / len(self.returns) if self.returns else None
+
     def counters(self) -> dict[str, Any]:
         return {"frames": self.frames, "steps": self.steps, "episodes": self.episodes,
                 "updates": self.updates, "wall_s": self.wall_s(), "recent_returns": list(self.returns)}
@@ -64,7 +68,7 @@ class Metrics:
             "fps": round((self.frames - f0) / dt, 1),
             "episodes": self.episodes,
             "episodes_per_hour": round((self.episodes - e0) / dt * 3600, 1),
-            "mean_return": round(sum(self.returns) / len(self.returns), 3) if self.returns else None,
+            "mean_return": None if not self.returns else round(self.mean_return(), 3),
             "updates": self.updates,
             "policy_lag_mean": round(sum(lags) / len(lags), 3) if lags else None,
             "policy_lag_max": max(lags) if lags else None,

@@ -79,7 +79,7 @@ class Learner:
         if cfg.resume:
             counters = self._resume()
         (run_dir / "config.toml").write_text(dump_toml(cfg))
-        self.metrics = Metrics(run_dir, start=counters)
+        self.metrics = Metrics(run_dir, start=counters, return_window=cfg.return_window)
         self.batcher = Batcher(cfg.rollouts_per_batch, cfg.max_policy_lag)
         self.batcher.dropped_stale = int(counters.get("dropped_stale", 0))
         self.actors: dict[int, ActorInfo] = {}
@@ -190,6 +190,12 @@ class Learner:
         m.frames += r.steps * self.spec.frame_skip
         for ep in r.episodes:
             m.add_episode(ep["return"])
+        target = self.cfg.stop_at_return
+        if target and r.episodes and len(m.returns) == m.returns.maxlen and m.mean_return() >= target:
+            if not self.stop.is_set():
+                print(f"reached --stop-at-return {target:g}: mean of the last {len(m.returns)} episodes "
+                      f"{m.mean_return():.1f} at {m.steps:,} steps, {m.wall_s():.1f} s", flush=True)
+            self.stop.set()
         return r
 
     async def receive_task(self, sock: zmq.asyncio.Socket) -> None:

@@ -130,9 +130,12 @@ def test_reward_clipping_gives_signs():
     # Airstriker fires on a B press, not while B is held, so alternate fire and no-op.
     with _retro(clip_rewards=True, max_episode_steps=None) as env:
         env.reset()
-        rewards = [env.step(FIRE if i % 2 == 0 else NOOP)[1] for i in range(80)]
+        steps = [env.step(FIRE if i % 2 == 0 else NOOP) for i in range(80)]
+    rewards = [s[1] for s in steps]
     assert set(rewards) <= {-1.0, 0.0, 1.0}
     assert 1.0 in rewards  # the first kill scores 20 raw points around step 40
+    raw = [s[4]["raw_reward"] for s in steps]
+    assert max(raw) == 20 and [r > 0 for r in raw] == [r > 0 for r in rewards]
 
 
 def test_time_limit_counts_agent_steps():

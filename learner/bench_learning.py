@@ -1,0 +1,208 @@
+"""Learning benchmarks through the real pipeline (learner + actor processes over ZeroMQ).
+
+    python -m learner.bench_learning cartpole [--seeds 1 2 3] [--modes async sync]
+    python -m learner.bench_learning airstriker --frames 2000000 --actors 2 --run-dir runs/air-curve
+    python -m learner.bench_learning curve RUN_DIR      # learning_curve.csv/.png of a finished run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+# Settings that solve CartPole quickly through the pipeline (see docs/BENCHMARKS.md).
+CARTPOLE_FLAGS = ["--env", "CartPole-v1", "--unroll-length", "32", "--batch-size", "256",
+                  "--epochs", "4", "--minibatches", "4", "--lr", "1e-3", "--ent-coef", "0.0",
+                  "--vtrace-lambda", "0.95", "--gamma", "0.99"]
+
+
+def free_base_port() -> int:
+    import random
+
+    while True:
+        base = random.randint(20000, 60000)
+        try:
+            for off in range(3):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", base + off))
+            return base
+        except OSError:
+            continue
+
+
+def run_pipeline(flags: list[str], actors: int, run_dir: Path, timeout: float) -> dict:
+    """Start a learner and `actors` actors; wait for the learner to stop by itself."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    port = free_base_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    log = open(run_dir / "learner.log", "w")
+    learner = subprocess.Popen([str(BIN / "learner"), *flags, "--port", str(port), "--run-dir", str(run_dir),
+                                "--quiet"], stdout=log, stderr=subprocess.STDOUT, env=env)
+    procs = []
+    try:
+        deadline = time.monotonic() + 60
+        while "learner ready" not in (run_dir / "learner.log").read_text():
+            if learner.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((run_dir / "learner.log").read_text())
+            time.sleep(0.1)
+        for i in range(actors):
+            with open(run_dir / f"actor_{i}.log", "w") as alog:
+                procs.append(subprocess.Popen([str(BIN / "actor"), "--learner", f"tcp://127.0.0.1:{port}"],
+                                              stdout=alog, stderr=subprocess.STDOUT, env=env))
+        learner.wait(timeout)
+    finally:
+        for p in [learner, *procs]:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in [learner, *procs]:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        log.close()
+    text = (run_dir / "learner.log").read_text()
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    m = re.search(r"reached --stop-at-return \S+: mean of the last \d+ episodes (\S+) at ([\d,]+) steps, ([\d.]+) s",
+                  text)
+    return {
+        "solved": m is not None,
+        "steps": int(m.group(2).replace(",", "")) if m else rows[-1]["steps"],
+        "seconds": float(m.group(3)) if m else rows[-1]["wall_s"],
+        "final_mean_return": float(m.group(1)) if m else rows[-1]["mean_return"],
+        "updates": rows[-1]["updates"],
+        "policy_lag_mean": _mean([r["policy_lag_mean"] for r in rows if r["policy_lag_mean"] is not None]),
+        "policy_lag_max": max([r["policy_lag_max"] for r in rows if r["policy_lag_max"] is not None], default=None),
+    }
+
+
+def _mean(xs: list[float]) -> float | None:
+    return round(sum(xs) / len(xs), 3) if xs else None
+
+
+def cartpole(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    results = []
+    for mode in args.modes:
+        for seed in args.seeds:
+            flags = [*CARTPOLE_FLAGS, "--mode", mode, "--seed", str(seed), "--stop-at-return", "475",
+                     "--return-window", "20", "--total-frames", str(args.max_steps), *args.extra]
+            r = run_pipeline(flags, args.actors, out / f"cartpole_{mode}_{seed}", timeout=args.timeout)
+            r.update(mode=mode, seed=seed)
+            results.append(r)
+            print(json.dumps(r), flush=True)
+    (out / "cartpole.json").write_text(json.dumps(results, indent=1))
+    lines = ["| mode | seed | solved | steps to 475 | seconds | updates | lag mean / max |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        lines.append(f"| {r['mode']} | {r['seed']} | {'yes' if r['solved'] else 'NO'} | {r['steps']:,} | "
+                     f"{r['seconds']:.1f} | {r['updates']} | {r['policy_lag_mean']} / {r['policy_lag_max']} |")
+    (out / "cartpole.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def random_baseline(env_id: str, episodes: int, seed: int = 0) -> float:
+    """Mean return of uniformly random actions under the training preprocessing."""
+    import numpy as np
+
+    from common.config import Config, env_kwargs
+    from common.envs import is_retro_game, make_env
+
+    env = make_env(env_id, seed=seed, **env_kwargs(Config(env=env_id), is_retro_game(env_id)))
+    rng = np.random.default_rng(seed)
+    returns = []
+    try:
+        for _ in range(episodes):
+            env.reset()
+            done, total = False, 0.0
+            while not done:
+                _, r, term, trunc, _ = env.step(int(rng.integers(env.action_space.n)))
+                total += r
+                done = term or trunc
+            returns.append(total)
+    finally:
+        env.close()
+    return float(np.mean(returns))
+
+
+def curve(run_dir: Path, baseline: float | None) -> None:
+    """learning_curve.csv and .png from a run's metrics.jsonl."""
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if r["mean_return"] is not None]
+    with open(run_dir / "learning_curve.csv", "w") as fh:
+        fh.write("frames,wall_s,mean_return,episodes,updates\n")
+        for r in rows:
+            fh.write(f"{r['frames']},{r['wall_s']},{r['mean_return']},{r['episodes']},{r['updates']}\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([r["frames"] for r in rows], [r["mean_return"] for r in rows], label="mean return (last 100 episodes)")
+    if baseline is not None:
+        ax.axhline(baseline, color="gray", linestyle="--", label=f"random policy ({baseline:.0f})")
+    ax.set_xlabel("emulator frames")
+    ax.set_ylabel("return")
+    ax.set_title(run_dir.name)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(run_dir / "learning_curve.png", dpi=100)
+    if rows:
+        print(f"{run_dir}: {rows[-1]['frames']:,} frames, final mean return {rows[-1]['mean_return']}")
+
+
+def airstriker(args: argparse.Namespace) -> None:
+    run_dir = Path(args.run_dir)
+    baseline = random_baseline("Airstriker-Genesis-v0", args.baseline_episodes)
+    print(f"random policy: mean return {baseline:.1f} over {args.baseline_episodes} episodes", flush=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "random_baseline.json").write_text(json.dumps({"mean_return": baseline,
+                                                              "episodes": args.baseline_episodes}))
+    flags = ["--total-frames", str(args.frames), *args.extra]
+    r = run_pipeline(flags, args.actors, run_dir, timeout=args.timeout)
+    print(json.dumps(r))
+    curve(run_dir, baseline)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m learner.bench_learning")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("cartpole", help="steps and seconds to a mean return of 475 (last 20 episodes)")
+    c.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    c.add_argument("--modes", nargs="+", default=["async", "sync"], choices=("async", "sync"))
+    c.add_argument("--actors", type=int, default=2)
+    c.add_argument("--max-steps", type=int, default=300_000)
+    c.add_argument("--timeout", type=float, default=600)
+    c.add_argument("--out", default="bench_out")
+    c.add_argument("extra", nargs="*", help="more learner flags (after --)")
+    a = sub.add_parser("airstriker", help="a learning curve on Airstriker-Genesis-v0")
+    a.add_argument("--frames", type=int, default=2_000_000)
+    a.add_argument("--actors", type=int, default=2)
+    a.add_argument("--run-dir", default="runs/airstriker-curve")
+    a.add_argument("--baseline-episodes", type=int, default=10)
+    a.add_argument("--timeout", type=float, default=6 * 3600)
+    a.add_argument("extra", nargs="*", help="more learner flags (after --)")
+    k = sub.add_parser("curve", help="learning_curve.csv/.png of a run directory")
+    k.add_argument("run_dir")
+    k.add_argument("--baseline", type=float)
+    args = p.parse_args()
+    if args.cmd == "cartpole":
+        cartpole(args)
+    elif args.cmd == "airstriker":
+        airstriker(args)
+    else:
+        curve(Path(args.run_dir), args.baseline)
+
+
+if __name__ == "__main__":
+    main()
