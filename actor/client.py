@@ -64,8 +64,8 @@ class ActorClient:
         if self.stopping:
             raise Stop
 
-    def _socket(self, kind: int, offset: int, max_bytes: int) -> zmq.Socket:
-        sock = transport.make_socket(self.ctx, kind, max_bytes=max_bytes, keys=self.keys)
+    def _socket(self, kind: int, offset: int, max_bytes: int, tcp_buffer: int | None = None) -> zmq.Socket:
+        sock = transport.make_socket(self.ctx, kind, max_bytes=max_bytes, keys=self.keys, tcp_buffer=tcp_buffer)
         sock.connect(transport.endpoint(self.host, self.port, offset))
         return sock
 
@@ -174,7 +174,8 @@ class ActorClient:
         self.expected = expected_params(model)
         self.spec_hash = spec_hash(s["model"])
         self.max_bytes = int(s["max_message_bytes"])
-        self.push = self._socket(zmq.PUSH, transport.ROLLOUTS, self.max_bytes)
+        self.push = self._socket(zmq.PUSH, transport.ROLLOUTS, self.max_bytes,
+                                 transport.rollout_tcp_buffer(int(s["rollout_bytes"])))
         self.sub = self._socket(zmq.SUB, transport.WEIGHTS, self.max_bytes)
         self.collector = RolloutCollector(
             env, actor_id=self.welcome.actor_id, seed=self.welcome.seed,

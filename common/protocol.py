@@ -158,6 +158,12 @@ class RolloutSpec:
     n_actions: int
     frame_skip: int = 1
 
+    @property
+    def max_rollout_bytes(self) -> int:
+        """Uncompressed payload of one rollout: the most a message carries (headers aside)."""
+        frame = math.prod(self.frame_shape) * ALLOWED_DTYPES[self.frame_dtype].itemsize
+        return (self.unroll_length + self.frame_stack) * frame + self.unroll_length * 14 + 1024
+
 
 @dataclass
 class Rollout:

@@ -17,6 +17,15 @@ ROLLOUT_HWM = 4
 WEIGHTS_HWM = 2
 
 
+def rollout_tcp_buffer(rollout_bytes: int) -> int:
+    """Kernel buffer for rollout sockets: about two messages.
+
+    Linux grows TCP buffers to megabytes, which holds thousands of small rollouts in flight
+    and makes the data old (policy lag) before the learner sees it.
+    """
+    return int(min(max(2 * rollout_bytes, 4096), 4 << 20))
+
+
 class TransportError(ValueError):
     """A bad address or missing keys, worded as one line."""
 
@@ -99,7 +108,7 @@ def apply_curve(sock: zmq.Socket, keys: CurveKeys | None, *, server: bool) -> No
 
 
 def make_socket(ctx: zmq.Context, kind: int, *, max_bytes: int, keys: CurveKeys | None = None,
-                server: bool = False) -> zmq.Socket:
+                server: bool = False, tcp_buffer: int | None = None) -> zmq.Socket:
     """A socket with the project's options: no linger, size limit, small queues, backoff."""
     sock = ctx.socket(kind)
     sock.linger = 0
@@ -111,6 +120,8 @@ def make_socket(ctx: zmq.Context, kind: int, *, max_bytes: int, keys: CurveKeys 
     sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 5)
     if kind in (zmq.PUSH, zmq.PULL):
         sock.sndhwm = sock.rcvhwm = ROLLOUT_HWM
+        if tcp_buffer:
+            sock.setsockopt(zmq.SNDBUF if kind == zmq.PUSH else zmq.RCVBUF, tcp_buffer)
     elif kind in (zmq.PUB, zmq.SUB):
         sock.sndhwm = sock.rcvhwm = WEIGHTS_HWM
     if kind == zmq.SUB:

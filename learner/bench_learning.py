@@ -21,7 +21,7 @@ from pathlib import Path
 BIN = Path(sys.executable).parent
 
 # Settings that solve CartPole quickly through the pipeline (see docs/BENCHMARKS.md).
-CARTPOLE_FLAGS = ["--env", "CartPole-v1", "--unroll-length", "32", "--batch-size", "256",
+CARTPOLE_FLAGS = ["--env", "CartPole-v1", "--unroll-length", "64", "--batch-size", "256",
                   "--epochs", "4", "--minibatches", "4", "--lr", "1e-3", "--ent-coef", "0.0",
                   "--vtrace-lambda", "0.95", "--gamma", "0.99"]
 

@@ -146,6 +146,7 @@ class Learner:
             "env": self.cfg.env, "env_kwargs": self.env_kwargs, "mode": self.cfg.mode,
             "unroll_length": self.cfg.unroll_length, "model": self.model_spec,
             "max_message_bytes": self.max_bytes, "publish_interval": self.cfg.publish_interval,
+            "rollout_bytes": self.spec.max_rollout_bytes,
         }
         return protocol.encode("welcome", actor_id=actor_id, seed=seed, epsilon=epsilon,
                                session=self.session, settings=settings)
@@ -304,7 +305,8 @@ class Learner:
         try:
             for kind, offset in ((zmq.ROUTER, transport.CONTROL), (zmq.PULL, transport.ROLLOUTS),
                                  (zmq.PUB, transport.WEIGHTS)):
-                s = transport.make_socket(ctx, kind, max_bytes=self.max_bytes, keys=self.keys, server=True)
+                s = transport.make_socket(ctx, kind, max_bytes=self.max_bytes, keys=self.keys, server=True,
+                                          tcp_buffer=transport.rollout_tcp_buffer(self.spec.max_rollout_bytes))
                 s.bind(transport.endpoint(self.cfg.bind, self.cfg.port, offset))
                 socks.append(s)
             control, pull, pub = socks
