@@ -79,6 +79,7 @@ class Config:
     max_checkpoints: int = _f(3, "newest checkpoints kept")
     resume: bool = _f(False, "continue the newest checkpoint of --run-dir")
     quiet: bool = _f(False, "no console status lines (metrics.jsonl is still written)")
+    update_delay: float = _f(0.0, "testing: sleep this many seconds after each update (a slow learner)")
 
     def __post_init__(self) -> None:
         positive = ("frame_skip", "frame_stack", "frame_size", "unroll_length", "batch_size",
@@ -94,8 +95,8 @@ class Config:
             raise ConfigError("gamma and vtrace_lambda must lie in [0, 1]")
         if not 0.0 <= self.eps_base <= 1.0:
             raise ConfigError(f"eps_base must lie in [0, 1], got {self.eps_base}")
-        if self.max_episode_steps < 0 or self.total_frames < 0:
-            raise ConfigError("max_episode_steps and total_frames must not be negative")
+        if self.max_episode_steps < 0 or self.total_frames < 0 or self.update_delay < 0:
+            raise ConfigError("max_episode_steps, total_frames and update_delay must not be negative")
         if not 1 <= self.port <= 65533:
             raise ConfigError(f"port must be in 1..65533 (it uses P, P+1, P+2), got {self.port}")
         for f in dataclasses.fields(self):

@@ -235,6 +235,8 @@ class Learner:
     def _update(self, batch: Batch, save: bool) -> tuple[dict[str, float], bytes]:
         """Worker thread: one update, the new weights encoded, a checkpoint when due."""
         stats = self.trainer.update(batch)
+        if self.cfg.update_delay:
+            time.sleep(self.cfg.update_delay)
         self.version += 1
         self.metrics.updates += 1
         weights = self._encode_weights()
@@ -253,6 +255,7 @@ class Learner:
             stats, self.weights_msg = await asyncio.to_thread(self._update, batch, save)
             self.metrics.lags.extend(int(x) for x in batch.lags)
             stats["charts/policy_lag_mean"] = float(batch.lags.mean())
+            stats["charts/policy_lag_max"] = float(batch.lags.max())
             self.metrics.log_update(stats)
             self.publish_now.set()
             if self.cfg.mode == "async" and self.batcher.ready():
