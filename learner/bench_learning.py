@@ -3,6 +3,7 @@
     python -m learner.bench_learning cartpole [--seeds 1 2 3] [--modes async sync]
     python -m learner.bench_learning airstriker --frames 2000000 --actors 2 --run-dir runs/air-curve
     python -m learner.bench_learning curve RUN_DIR      # learning_curve.csv/.png of a finished run
+    python -m learner.bench_learning launch-fps --actors 1 2 --seconds 60   # ./launch.sh N frames/s
 """
 
 from __future__ import annotations
@@ -174,6 +175,50 @@ def airstriker(args: argparse.Namespace) -> None:
     curve(run_dir, baseline)
 
 
+def raw_emulator_fps(seconds: float = 10.0) -> float:
+    """Frames/s of the bare stable-retro emulator on one core (fixed action), in a subprocess."""
+    code = (
+        "import time, numpy as np, stable_retro\n"
+        "env = stable_retro.make('Airstriker-Genesis-v0', render_mode=None); env.reset(seed=0)\n"
+        "a = np.zeros(12, np.int8); n = 0; t0 = time.perf_counter()\n"
+        f"while time.perf_counter() - t0 < {seconds}:\n"
+        "    _, _, term, trunc, _ = env.step(a); n += 1\n"
+        "    if term or trunc: env.reset()\n"
+        "print(n / (time.perf_counter() - t0))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def launch_fps(args: argparse.Namespace) -> None:
+    """./launch.sh N on Airstriker for warm-up + S seconds; frames/s over the measured window."""
+    root = Path(__file__).resolve().parents[1]
+    raw = raw_emulator_fps()
+    print(f"raw emulator: {raw:,.0f} frames/s on one core", flush=True)
+    results = {"raw_emulator_fps": round(raw, 1), "runs": []}
+    for n in args.actors:
+        run_dir = Path(args.out) / f"launch_{n}"
+        p = subprocess.Popen([str(root / "launch.sh"), str(n), "--run-dir", str(run_dir), "--port",
+                              str(free_base_port()), "--report-interval", "5", *args.extra],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+        time.sleep(args.warmup + args.seconds + 10)
+        os.killpg(p.pid, signal.SIGINT)
+        p.wait(30)
+        rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        t_end = rows[-1]["wall_s"]
+        first = next(r for r in rows if r["wall_s"] >= t_end - args.seconds - 10)
+        last = [r for r in rows if r["wall_s"] <= first["wall_s"] + args.seconds][-1]
+        fps = (last["frames"] - first["frames"]) / (last["wall_s"] - first["wall_s"])
+        split = re.findall(r"per step: (.*)", (run_dir / "actor_0.log").read_text())
+        r = {"actors": n, "fps": round(fps, 1), "fps_per_actor": round(fps / n, 1),
+             "ratio_to_raw": round(fps / raw, 3), "window_s": round(last["wall_s"] - first["wall_s"], 1),
+             "updates": last["updates"], "actor_0_step_split": split[-1] if split else None}
+        results["runs"].append(r)
+        print(json.dumps(r), flush=True)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "launch_fps.json").write_text(json.dumps(results, indent=1))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m learner.bench_learning")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -192,6 +237,12 @@ def main() -> None:
     a.add_argument("--baseline-episodes", type=int, default=10)
     a.add_argument("--timeout", type=float, default=6 * 3600)
     a.add_argument("extra", nargs="*", help="more learner flags (after --)")
+    f = sub.add_parser("launch-fps", help="frames/s of ./launch.sh N on Airstriker beside the raw emulator")
+    f.add_argument("--actors", type=int, nargs="+", default=[1, 2])
+    f.add_argument("--seconds", type=float, default=60)
+    f.add_argument("--warmup", type=float, default=15)
+    f.add_argument("--out", default="bench_out")
+    f.add_argument("extra", nargs="*", help="more learner flags (after --)")
     k = sub.add_parser("curve", help="learning_curve.csv/.png of a run directory")
     k.add_argument("run_dir")
     k.add_argument("--baseline", type=float)
@@ -200,6 +251,8 @@ def main() -> None:
         cartpole(args)
     elif args.cmd == "airstriker":
         airstriker(args)
+    elif args.cmd == "launch-fps":
+        launch_fps(args)
     else:
         curve(Path(args.run_dir), args.baseline)
 

@@ -11,6 +11,7 @@ import logging
 import secrets
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,8 @@ class Learner:
         self.weights_msg = self._encode_weights()
         self.reject_log = RateLimitedLog()
         self.exit_code = 0
+        # one worker thread: updates and checkpoint writes never overlap and never block receiving
+        self.worker = ThreadPoolExecutor(1, thread_name_prefix="update")
 
     # ------------------------------------------------------------------ state
     def _resume(self) -> dict[str, Any]:
@@ -252,7 +255,8 @@ class Learner:
             if batch is None:
                 continue
             save = (self.metrics.updates + 1) % self.cfg.save_interval == 0
-            stats, self.weights_msg = await asyncio.to_thread(self._update, batch, save)
+            loop = asyncio.get_running_loop()
+            stats, self.weights_msg = await loop.run_in_executor(self.worker, self._update, batch, save)
             self.metrics.lags.extend(int(x) for x in batch.lags)
             stats["charts/policy_lag_mean"] = float(batch.lags.mean())
             stats["charts/policy_lag_max"] = float(batch.lags.max())
@@ -325,14 +329,18 @@ class Learner:
             await asyncio.gather(*tasks, return_exceptions=True)
             for t in done:
                 if t is not stopper and t.exception() is not None:
-                    raise t.exception()
+                    log.error("learner task failed; saving a checkpoint and stopping",
+                              exc_info=t.exception())
+                    self.exit_code = 1
         finally:
             for s in socks:
                 s.close(linger=0)
             if auth is not None:
                 auth.stop()
             ctx.term()
-        path = await asyncio.to_thread(self.save_checkpoint)
+        # the single worker thread finishes an update in flight before the final save
+        path = await loop.run_in_executor(self.worker, self.save_checkpoint)
+        self.worker.shutdown(wait=True)
         self.report()
         self.metrics.close()
         log.info("final checkpoint %s", path)
