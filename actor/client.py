@@ -41,23 +41,43 @@ class Welcome:
     settings: dict[str, Any]
 
 
+HEARTBEAT_INTERVAL = 2.0  # seconds; the learner counts an actor gone after --actor-timeout (6 s)
+
+
 class ActorClient:
+    """Three sockets to the learner: control (DEALER: hello, heartbeats), rollouts (PUSH) and
+    weights (SUB). ZeroMQ reconnects each by itself; `LinkWatch` says so in the log.
+
+    When a link drops the actor holds its rollouts and heartbeats (`suspect`) until weights
+    arrive again: the same session means the same learner (a network blip) and it carries on;
+    a new session means the learner restarted, and the actor joins it again (`_rejoin`).
+    """
+
     def __init__(self, learner: str, *, keys: transport.CurveKeys | None = None,
-                 hello_timeout: float = 3.0, report_interval: float = 30.0):
+                 hello_timeout: float = 3.0, report_interval: float = 30.0,
+                 heartbeat_interval: float = HEARTBEAT_INTERVAL):
         self.host, self.port = transport.parse_address(learner)
         self.address = learner
         self.keys = keys
         self.hello_timeout = hello_timeout
         self.report_interval = report_interval
+        self.heartbeat_interval = heartbeat_interval
         self.ctx = zmq.Context()
         self.stopping = False
         self.control: zmq.Socket | None = None
         self.push: zmq.Socket | None = None
         self.sub: zmq.Socket | None = None
+        self.watches: dict[str, transport.LinkWatch] = {}
         self.welcome: Welcome | None = None
+        self.collector: RolloutCollector | None = None
+        self.model: torch.nn.Module | None = None
         self.version = -1
         self.weights_seen_at = time.monotonic()
+        self.next_heartbeat = 0.0
+        self.suspect = False  # a link dropped: hold data until weights say which learner is there
+        self.joining = False  # in hello(): no heartbeats on a socket the learner has not welcomed
         self.sent = 0
+        self.dropped = 0  # rollouts made for a learner that restarted before they could be sent
 
     # ------------------------------------------------------------------ plumbing
     def _check(self) -> None:
@@ -69,19 +89,82 @@ class ActorClient:
         sock.connect(transport.endpoint(self.host, self.port, offset))
         return sock
 
+    def _replace(self, role: str, old: zmq.Socket | None, kind: int, offset: int, max_bytes: int,
+                 tcp_buffer: int | None = None) -> zmq.Socket:
+        """A fresh socket for `role` (closing the old one and its watch)."""
+        watch = self.watches.pop(role, None)
+        if watch is not None:
+            watch.close()
+        if old is not None:
+            old.close(0)
+        sock = self._socket(kind, offset, max_bytes, tcp_buffer)
+        self.watches[role] = transport.LinkWatch(sock, role, log)
+        return sock
+
+    def _tick(self) -> None:
+        """Called often from every loop: stop on a signal, watch the links, send heartbeats."""
+        self._check()
+        for role, watch in list(self.watches.items()):
+            events = watch.poll()
+            if "down" in events and self.welcome is not None and not self.suspect:
+                self.suspect = True
+                self._drain_weights()
+            if role == "control" and "back" in events and not self.joining and self.sub is not None:
+                self._fresh_data_links()
+        now = time.monotonic()
+        if self.welcome is not None and self.control is not None and not self.suspect \
+                and not self.joining and now >= self.next_heartbeat:
+            self.next_heartbeat = now + self.heartbeat_interval
+            try:
+                self.control.send(protocol.encode("heartbeat", actor_id=self.welcome.actor_id,
+                                                  session=self.welcome.session), zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # no live connection to the learner right now; the link watch says so
+
+    def _fresh_data_links(self) -> None:
+        """The control link came back after a loss (say a network partition longer than the
+        control heartbeat timeout). The rollouts and weights connections went through the same
+        outage, but without heartbeats TCP may still be backing off its retransmissions for many
+        seconds: replace them with fresh connections over the network that now works. What
+        they held in flight is dropped; weights then tell which learner is there."""
+        log.info("control link is back: opening fresh rollouts and weights connections")
+        self.push = self._replace("rollouts", self.push, zmq.PUSH, transport.ROLLOUTS, self.max_bytes,
+                                  self.rollout_buffer)
+        self.sub = self._replace("weights", self.sub, zmq.SUB, transport.WEIGHTS, self.max_bytes)
+        self.suspect = True
+
+    def _drain_weights(self) -> None:
+        """Forget weights that arrived before a link dropped: they say nothing about who is there now."""
+        if self.sub is None:
+            return
+        while self.sub.poll(0):
+            self.sub.recv()
+
     def hello(self, previous_id: int | None = None) -> Welcome:
         """Ask the learner for an id, a seed and the settings; retry with backoff until it answers."""
+        self.joining = True
+        try:
+            return self._hello(previous_id)
+        finally:
+            self.joining = False
+
+    def _hello(self, previous_id: int | None) -> Welcome:
         delay = 1.0
         while True:
             self._check()
-            if self.control is not None:
-                self.control.close(0)
-            self.control = self._socket(zmq.DEALER, transport.CONTROL, 1 << 20)
-            self.control.send(protocol.encode("hello", host=socket.gethostname(), pid=os.getpid(),
-                                              previous_id=previous_id))
+            self.control = self._replace("control", self.control, zmq.DEALER, transport.CONTROL, 1 << 20)
+            sent = False
             deadline = time.monotonic() + self.hello_timeout
             while time.monotonic() < deadline:
-                self._check()
+                self._tick()
+                if not sent:
+                    # IMMEDIATE: the socket is writable once a connection to the learner is up
+                    if self.control.poll(200, zmq.POLLOUT):
+                        self.control.send(protocol.encode("hello", host=socket.gethostname(), pid=os.getpid(),
+                                                          previous_id=previous_id), zmq.NOBLOCK)
+                        sent = True
+                        deadline = time.monotonic() + self.hello_timeout
+                    continue
                 if self.control.poll(200):
                     try:
                         msg = protocol.decode(self.control.recv())
@@ -89,18 +172,22 @@ class ActorClient:
                             raise ProtocolError(f"expected welcome, got {msg['kind']}")
                         return Welcome(msg["actor_id"], msg["seed"], float(msg["epsilon"]),
                                        msg["session"], msg["settings"])
-                    except (ProtocolError, KeyError) as exc:
+                    except (ProtocolError, KeyError, TypeError, ValueError) as exc:
                         log.warning("bad welcome from learner: %s", exc)
-            log.warning("no answer from the learner at %s; retrying in %.0f s", self.address, delay)
+            what = "no answer from" if sent else "cannot reach"
+            log.warning("%s the learner at %s; retrying in %.0f s", what, self.address, delay)
             end = time.monotonic() + delay
             while time.monotonic() < end:
-                self._check()
+                self._tick()
                 time.sleep(0.1)
             delay = min(delay * 2, 10.0)
 
     # ------------------------------------------------------------------ weights
     def poll_weights(self, model: torch.nn.Module, timeout_ms: int = 0) -> bool:
-        """Adopt the newest weights waiting on SUB; True when the version changed."""
+        """Adopt the newest weights waiting on SUB; True when the version changed.
+
+        Weights from another learner session mean the learner restarted: join it again first.
+        """
         assert self.sub is not None and self.welcome is not None
         newest = None
         while self.sub.poll(timeout_ms):
@@ -110,11 +197,15 @@ class ActorClient:
             return False
         try:
             msg = protocol.decode(newest, max_bytes=self.max_bytes)
-            if msg.get("session") != self.welcome.session:
+            if msg.get("kind") != "weights" or not isinstance(msg.get("session"), str):
+                raise ProtocolError("not a weights message")
+            if msg["session"] != self.welcome.session:
                 self._rejoin()
-                return False
+                if msg["session"] != self.welcome.session:
+                    return False  # yet another session; the next weights will do
+            self.suspect = False  # weights from the learner we belong to: links are good again
+            self.weights_seen_at = time.monotonic()
             if msg.get("version", -1) <= self.version:
-                self.weights_seen_at = time.monotonic()
                 return False
             state = protocol.validate_weights(msg, self.expected, self.spec_hash)
         except ProtocolError as exc:
@@ -122,47 +213,72 @@ class ActorClient:
             return False
         load_numpy_state(model, state)
         self.version = msg["version"]
-        self.weights_seen_at = time.monotonic()
         return True
 
     def _rejoin(self) -> None:
         """The learner restarted (new session): hello again, keeping our id when we can."""
         assert self.welcome is not None
         old = self.welcome
-        log.info("learner restarted (new session); joining it again")
+        log.info("learner restarted (new session); joining it again as actor %d", old.actor_id)
         new = self.hello(previous_id=old.actor_id)
         if new.settings != old.settings:
             raise LearnerChanged("learner now runs other settings; restart this actor")
         self.welcome = new
         self.version = -1
+        self.suspect = False
+        self.next_heartbeat = 0.0
         if self.collector is not None:
             self.collector.actor_id = new.actor_id
+        # a fresh PUSH: nothing made for the old learner reaches the new one
+        self.push = self._replace("rollouts", self.push, zmq.PUSH, transport.ROLLOUTS, self.max_bytes,
+                                  self.rollout_buffer)
         log.info("rejoined as actor %d", new.actor_id)
 
     def wait_for_weights(self, model: torch.nn.Module, newer_than: int) -> None:
-        warned = time.monotonic()
-        while self.version <= newer_than:
-            self._check()
+        """Block (heartbeats going) until weights newer than `newer_than` arrive; after a rejoin
+        of a restarted learner, whose versions restart from its checkpoint, any weights do."""
+        assert self.welcome is not None
+        session = self.welcome.session
+        warned = since = time.monotonic()
+        while True:
+            if self.welcome.session != session:
+                session, newer_than = self.welcome.session, -1
+            if self.version > newer_than:
+                return
+            self._tick()
             self.poll_weights(model, timeout_ms=200)
             if time.monotonic() - warned > 10:
-                log.warning("waiting for weights newer than version %d from %s", newer_than, self.address)
+                log.warning("waiting for weights newer than version %d from %s for %.0f s",
+                            newer_than, self.address, time.monotonic() - since)
                 warned = time.monotonic()
 
-    def send(self, buf: bytes) -> None:
-        """PUSH with backpressure: blocks (politely) while the learner's queue is full."""
-        assert self.push is not None
-        warned = time.monotonic()
-        while not self.push.poll(200, zmq.POLLOUT):
-            self._check()
+    def send(self, buf: bytes) -> bool:
+        """PUSH with backpressure: waits (politely) while the learner's queue is full or a link
+        is down. False when the learner restarted meanwhile: the rollout was for the old one."""
+        assert self.push is not None and self.welcome is not None and self.model is not None
+        session = self.welcome.session
+        warned = since = time.monotonic()
+        while True:
+            self._tick()
+            if not self.suspect and self.push.poll(100, zmq.POLLOUT):
+                try:
+                    self.push.send(buf, zmq.NOBLOCK, copy=False)
+                    self.sent += 1
+                    return True
+                except zmq.Again:  # the connection went between poll and send
+                    pass
+            self.poll_weights(self.model, timeout_ms=100)
+            if self.welcome.session != session:
+                self.dropped += 1
+                return False
             if time.monotonic() - warned > 10:
-                log.warning("learner is not taking rollouts (busy or gone); holding back")
+                why = "a link is down" if self.suspect else "busy or gone"
+                log.warning("learner is not taking rollouts for %.0f s (%s); holding back",
+                            time.monotonic() - since, why)
                 warned = time.monotonic()
-        self.push.send(buf, copy=False)
-        self.sent += 1
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> int:
-        self.collector: RolloutCollector | None = None
         self.welcome = self.hello()
         s = self.welcome.settings
         log.info("joined %s as actor %d (seed %d, env %s, mode %s)", self.address,
@@ -170,13 +286,14 @@ class ActorClient:
         torch.set_num_threads(1)
         torch.manual_seed(self.welcome.seed)
         env = make_env(s["env"], seed=self.welcome.seed, **s["env_kwargs"])
-        model = build_model(s["model"]).eval()
+        model = self.model = build_model(s["model"]).eval()
         self.expected = expected_params(model)
         self.spec_hash = spec_hash(s["model"])
         self.max_bytes = int(s["max_message_bytes"])
-        self.push = self._socket(zmq.PUSH, transport.ROLLOUTS, self.max_bytes,
-                                 transport.rollout_tcp_buffer(int(s["rollout_bytes"])))
-        self.sub = self._socket(zmq.SUB, transport.WEIGHTS, self.max_bytes)
+        self.rollout_buffer = transport.rollout_tcp_buffer(int(s["rollout_bytes"]))
+        self.push = self._replace("rollouts", None, zmq.PUSH, transport.ROLLOUTS, self.max_bytes,
+                                  self.rollout_buffer)
+        self.sub = self._replace("weights", None, zmq.SUB, transport.WEIGHTS, self.max_bytes)
         self.collector = RolloutCollector(
             env, actor_id=self.welcome.actor_id, seed=self.welcome.seed,
             unroll_length=s["unroll_length"], frame_stack=s["model"]["frame_stack"],
@@ -192,11 +309,14 @@ class ActorClient:
         send_time = 0.0
         try:
             while True:
-                self._check()
+                self._tick()
                 self.poll_weights(model)
+                if self.version < 0:  # just rejoined a restarted learner
+                    self.wait_for_weights(model, -1)
                 rollout = self.collector.collect(model, self.version)
                 t0 = time.perf_counter()
-                self.send(protocol.encode_rollout(rollout))
+                if not self.send(protocol.encode_rollout(rollout)):
+                    continue
                 send_time += time.perf_counter() - t0
                 steps += rollout.steps
                 if sync:
@@ -225,6 +345,8 @@ class ActorClient:
         log.info("first episode: %d steps, action digest %s", len(actions), digest)
 
     def close(self) -> None:
+        for watch in self.watches.values():
+            watch.close()
         for sock in (self.control, self.push, self.sub):
             if sock is not None:
                 sock.close(0)

@@ -70,7 +70,7 @@ class Config:
     port: int = _f(5555, "base port P: control P, rollouts P+1, weights P+2")
     curve_dir: str = _f("", "directory made by `learner keygen`: require CURVE on all sockets")
     max_message_mb: float = _f(64.0, "largest accepted message in MiB")
-    actor_timeout: float = _f(10.0, "an actor silent this many seconds counts as gone")
+    actor_timeout: float = _f(6.0, "an actor silent this many seconds (no rollout, no heartbeat; actors send one every 2 s) counts as gone")
     publish_interval: float = _f(2.0, "seconds between republishing the current weights")
     # run directory
     run_dir: str = _f("", "run directory (default runs/<env>__<mode>__<seed>__<time>)")

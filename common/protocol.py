@@ -17,7 +17,7 @@ import msgpack
 import numpy as np
 
 PROTOCOL_VERSION = 1
-KINDS = ("hello", "welcome", "rollout", "weights")
+KINDS = ("hello", "welcome", "rollout", "weights", "heartbeat")
 ALLOWED_DTYPES = {
     name: np.dtype(name) for name in ("uint8", "int8", "int32", "int64", "float16", "float32", "bool")
 }
@@ -246,6 +246,23 @@ def validate_rollout(msg: dict[str, Any], spec: RolloutSpec, *, latest_version: 
                       "frames": _float(ep["frames"], "episode frames")})
     return Rollout(actor_id, version, frames, history, actions, logp, rewards, terminated,
                    truncated, clean)
+
+
+# ---------------------------------------------------------------------------- heartbeat
+
+HEARTBEAT_KEYS = {"v", "kind", "actor_id", "session"}
+
+
+def validate_heartbeat(msg: dict[str, Any]) -> tuple[int, str]:
+    """(actor_id, session) of a decoded heartbeat: an actor saying it is alive (control socket)."""
+    if msg.get("kind") != "heartbeat":
+        raise ProtocolError(f"expected a heartbeat, got {msg.get('kind')!r}")
+    if set(msg) != HEARTBEAT_KEYS:
+        raise ProtocolError(f"heartbeat fields differ from the schema: {sorted(set(msg) ^ HEARTBEAT_KEYS)}")
+    session = msg["session"]
+    if not isinstance(session, str) or len(session) > 64:
+        raise ProtocolError("heartbeat session must be a short string")
+    return _int(msg, "actor_id", 0, 1 << 31), session
 
 
 # ---------------------------------------------------------------------------- weights

@@ -5,7 +5,9 @@ Ports: control P (ROUTER <- DEALER), rollouts P+1 (PULL <- PUSH), weights P+2 (P
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,7 @@ CONTROL, ROLLOUTS, WEIGHTS = 0, 1, 2
 # Small queues: a slow learner holds actors back instead of letting memory pile up.
 ROLLOUT_HWM = 4
 WEIGHTS_HWM = 2
+CONNECT_TIMEOUT_MS = 3000
 
 
 def rollout_tcp_buffer(rollout_bytes: int) -> int:
@@ -55,16 +58,34 @@ class CurveKeys:
 
 
 def keygen(directory: str | Path, n_actors: int = 1) -> list[Path]:
-    """Learner key pair plus `n_actors` actor pairs; actor publics go in authorized/."""
+    """Learner key pair plus `n_actors` actor pairs; actor publics are copied to authorized/.
+
+    An existing learner key pair is kept (actors already trust it) and new actor pairs get
+    the next free numbers, so running keygen again adds actors. Secret files are mode 0600.
+    """
     import zmq.auth
 
+    if n_actors < 0:
+        raise TransportError(f"--actors must not be negative, got {n_actors}")
     root = Path(directory)
     (root / "authorized").mkdir(parents=True, exist_ok=True)
-    made = list(zmq.auth.create_certificates(root, "learner"))
-    for i in range(n_actors):
-        pub, sec = zmq.auth.create_certificates(root, f"actor{i}")
+    made: list[Path] = []
+
+    def create(name: str) -> tuple[Path, Path]:
+        pub, sec = (Path(p) for p in zmq.auth.create_certificates(root, name))
+        sec.chmod(0o600)
+        made.extend((pub, sec))
+        return pub, sec
+
+    if not (root / "learner.key_secret").exists():
+        create("learner")
+    i = 0
+    for _ in range(n_actors):
+        while (root / f"actor{i}.key_secret").exists() or (root / "authorized" / f"actor{i}.key").exists():
+            i += 1
+        pub, _sec = create(f"actor{i}")
         (root / "authorized" / pub.name).write_bytes(pub.read_bytes())
-        made += [pub, sec]
+        made.append(root / "authorized" / pub.name)
     return made
 
 
@@ -84,7 +105,17 @@ def _load(path: Path, need_secret: bool) -> tuple[bytes, bytes | None]:
 
 def learner_keys(curve_dir: str | Path) -> CurveKeys:
     public, secret = _load(Path(curve_dir) / "learner.key_secret", True)
+    authorized_dir(curve_dir)
     return CurveKeys(public, secret)
+
+
+def authorized_dir(curve_dir: str | Path) -> Path:
+    """DIR/authorized, which must hold at least one actor public key (*.key)."""
+    d = Path(curve_dir) / "authorized"
+    if not d.is_dir() or not any(d.glob("*.key")):
+        raise TransportError(f"{d} holds no actor public keys (*.key); make some with "
+                             f"`learner keygen {curve_dir} --actors N`")
+    return d
 
 
 def actor_keys(secret_file: str | Path, learner_public_file: str | Path) -> CurveKeys:
@@ -118,6 +149,14 @@ def make_socket(ctx: zmq.Context, kind: int, *, max_bytes: int, keys: CurveKeys 
     sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
     sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, 10)
     sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 5)
+    if not server:
+        # A connect that hangs (SYNs lost in a network partition) is abandoned and retried, so
+        # the link comes back within seconds of the network, not after the OS's ~2 minutes.
+        sock.setsockopt(zmq.CONNECT_TIMEOUT, CONNECT_TIMEOUT_MS)
+        if kind in (zmq.PUSH, zmq.DEALER):
+            # Queue only to a live connection: what was queued for a learner that died is
+            # dropped with the connection instead of being delivered to its successor.
+            sock.setsockopt(zmq.IMMEDIATE, 1)
     if kind in (zmq.PUSH, zmq.PULL):
         sock.sndhwm = sock.rcvhwm = ROLLOUT_HWM
         if tcp_buffer:
@@ -131,3 +170,86 @@ def make_socket(ctx: zmq.Context, kind: int, *, max_bytes: int, keys: CurveKeys 
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 6000)
     apply_curve(sock, keys, server=server)
     return sock
+
+
+# ---------------------------------------------------------------------------- link watch
+
+_WATCHED = (zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_CONNECT_RETRIED
+            | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+
+
+class LinkWatch:
+    """Watches one connecting socket through a ZeroMQ monitor and says in the log when its link
+    to the learner is lost, how reconnecting goes (ZeroMQ retries by itself with backoff from
+    RECONNECT_IVL to RECONNECT_IVL_MAX) and when it is back, plus CURVE handshake failures.
+
+    `poll()` never blocks; it returns what happened since the last call: "up" (a connection
+    made it through its handshake), "back" (that, after a loss), "down" (a good connection was
+    lost) and "auth" (the learner refused our CURVE key).
+    """
+
+    def __init__(self, sock: zmq.Socket, role: str, log: logging.Logger, *, repeat: float = 15.0):
+        self.sock, self.role, self.log, self.repeat = sock, role, log, repeat
+        self.mon: zmq.Socket | None = sock.get_monitor_socket(_WATCHED)
+        self.down_since: float | None = None
+        self.up = False
+        self.last_note = 0.0
+        self.last_refused = -1e9
+
+    def poll(self) -> list[str]:
+        from zmq.utils.monitor import recv_monitor_message
+
+        out: list[str] = []
+        while self.mon is not None:
+            try:
+                ev = recv_monitor_message(self.mon, zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            event, now = ev["event"], time.monotonic()
+            where = ev["endpoint"].decode(errors="replace") if isinstance(ev["endpoint"], bytes) else "?"
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                if self.down_since is not None:
+                    self.log.info("%s link to the learner at %s is back after %.1f s",
+                                  self.role, where, now - self.down_since)
+                    out.append("back")
+                self.down_since = None
+                self.up = True
+                out.append("up")
+            elif event == zmq.EVENT_DISCONNECTED:
+                if not self.up:
+                    continue  # a connection that never got through its handshake: said below
+                self.up = False
+                if self.down_since is None:
+                    self.down_since = self.last_note = now
+                    self.log.warning("%s link to the learner at %s lost; reconnecting with backoff "
+                                     "(%.1f s to %.0f s between tries)", self.role, where,
+                                     self.sock.getsockopt(zmq.RECONNECT_IVL) / 1000,
+                                     self.sock.getsockopt(zmq.RECONNECT_IVL_MAX) / 1000)
+                out.append("down")
+            elif event == zmq.EVENT_CONNECT_RETRIED:
+                if self.down_since is not None and now - self.last_note >= self.repeat:
+                    self.last_note = now
+                    self.log.warning("%s link: still no learner at %s after %.0f s; next try in %.1f s",
+                                     self.role, where, now - self.down_since, int(ev["value"]) / 1000)
+            else:  # a handshake failed: CURVE keys refused or not matching
+                if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                    out.append("auth")
+                    why = ("the learner refused this actor's CURVE key (is its public key in the "
+                           "learner's authorized/ directory?)")
+                else:
+                    why = ("security handshake failed: do --curve-secret/--curve-server-key match "
+                           "the learner's --curve-dir (or does it run without CURVE)?")
+                if now - self.last_refused >= self.repeat:
+                    self.last_refused = now
+                    self.log.error("%s link to %s: %s", self.role, where, why)
+        return out
+
+    def close(self) -> None:
+        if self.mon is not None:
+            try:
+                self.sock.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            self.mon.close(0)
+            self.mon = None

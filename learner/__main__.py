@@ -46,9 +46,11 @@ def main_train(argv: list[str]) -> int:
             raise ConfigError("--resume needs --run-dir (the run to continue)")
         run_dir = Path(cfg.run_dir or cfg.default_run_dir())
         keys = transport.learner_keys(cfg.curve_dir) if cfg.curve_dir else None
-        if keys is None and cfg.bind not in ("127.0.0.1", "localhost", "::1"):
-            log.warning("binding %s without CURVE: anyone who can reach this host can send rollouts "
-                        "and read the weights; use --curve-dir (see `learner keygen`)", cfg.bind)
+        if keys is None and not (cfg.bind.startswith("127.") or cfg.bind in ("localhost", "::1")):
+            # printed, not logged, so that no --log-level hides it
+            print(f"learner: warning: binding {cfg.bind} without CURVE: anyone who can reach this "
+                  "host can join, send rollouts and read the weights; use --curve-dir DIR "
+                  "(make keys with `learner keygen DIR`)", file=sys.stderr, flush=True)
         learner = Learner(cfg, run_dir, keys=keys)
     except (ConfigError, envs.EnvError, transport.TransportError, ValueError, RuntimeError) as exc:
         print(f"learner: error: {exc}", file=sys.stderr)
@@ -63,13 +65,21 @@ def main_train(argv: list[str]) -> int:
 def main_keygen(argv: list[str]) -> int:
     p = OneLineParser(prog="learner keygen", description="Make CURVE keys for a learner and its actors.")
     p.add_argument("dir", help="directory to write the keys to")
-    p.add_argument("--actors", type=int, default=8, help="actor key pairs to make (default: 8)")
+    p.add_argument("--actors", type=int, default=8,
+                   help="actor key pairs to add (default: 8); an existing learner key pair is kept")
     args = p.parse_args(argv)
-    from common.transport import keygen
+    from common.transport import TransportError, keygen
 
-    keygen(args.dir, args.actors)
-    print(f"keys in {args.dir}: learner.key (give to actors), learner.key_secret (keep), "
-          f"actorN.key_secret (one per actor host); authorized/ lists the admitted actors")
+    try:
+        made = keygen(args.dir, args.actors)
+    except (TransportError, OSError) as exc:
+        print(f"learner keygen: error: {exc}", file=sys.stderr)
+        return 2
+    names = sorted({f.name for f in made})
+    print(f"keys in {args.dir} (new: {', '.join(names) or 'none'}): learner.key (give to actors), "
+          "learner.key_secret (keep on the learner), actorN.key_secret (one per actor); "
+          "authorized/ holds the admitted actors' public keys. Actor: --curve-secret "
+          "actorN.key_secret --curve-server-key learner.key; learner: --curve-dir DIR")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tempfile
@@ -10,6 +11,7 @@ from typing import Any
 
 import torch
 
+log = logging.getLogger("learner")
 PATTERN = re.compile(r"ckpt_(\d+)\.pt$")
 
 
@@ -31,6 +33,8 @@ def save(directory: str | Path, updates: int, payload: dict[str, Any], keep: int
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     final = checkpoint_path(d, updates)
+    for stale in d.glob(".ckpt_*.tmp"):  # left by a process killed mid-write; one learner per run dir
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".ckpt_", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -61,7 +65,5 @@ def load_latest(directory: str | Path, map_location: str | torch.device = "cpu")
         try:
             return path, load(path, map_location)
         except Exception:  # a damaged file: say so and try the previous one
-            import logging
-
-            logging.getLogger("learner").warning("checkpoint %s does not load; trying an older one", path)
+            log.warning("checkpoint %s does not load; trying an older one", path)
     return None

@@ -29,6 +29,7 @@ from learner.metrics import Metrics, console_line
 from learner.trainer import Trainer, pick_device
 
 log = logging.getLogger("learner")
+HELLO_KEYS = {"v", "kind", "host", "pid", "previous_id"}
 
 
 @dataclass
@@ -154,6 +155,25 @@ class Learner:
         return protocol.encode("welcome", actor_id=actor_id, seed=seed, epsilon=epsilon,
                                session=self.session, settings=settings)
 
+    def heartbeat(self, msg: dict[str, Any]) -> None:
+        """An actor says it is alive (every ~2 s, also while it waits on us): it stays counted."""
+        actor_id, session = protocol.validate_heartbeat(msg)
+        if session != self.session:
+            raise ProtocolError(f"heartbeat from actor {actor_id} of another learner session")
+        info = self.actors.get(actor_id)
+        if info is None:
+            raise ProtocolError(f"heartbeat from unknown actor id {actor_id}")
+        info.last_seen = time.monotonic()
+
+    @staticmethod
+    def _check_hello(msg: dict[str, Any]) -> None:
+        if set(msg) - HELLO_KEYS:
+            raise ProtocolError(f"hello has unknown fields {sorted(set(msg) - HELLO_KEYS)}")
+        prev = msg.get("previous_id")
+        if not isinstance(msg.get("host", ""), str) or type(msg.get("pid", 0)) is not int \
+                or not (prev is None or type(prev) is int):
+            raise ProtocolError("hello fields have the wrong types")
+
     async def control_task(self, sock: zmq.asyncio.Socket) -> None:
         while True:
             frames = await sock.recv_multipart()
@@ -162,8 +182,12 @@ class Learner:
                 continue
             try:
                 msg = protocol.decode(frames[1], max_bytes=1 << 20)
+                if msg["kind"] == "heartbeat":
+                    self.heartbeat(msg)
+                    continue
                 if msg["kind"] != "hello":
                     raise ProtocolError(f"{msg['kind']} on the control socket")
+                self._check_hello(msg)
             except ProtocolError as exc:
                 self._reject("bad control message: %s", exc)
                 continue

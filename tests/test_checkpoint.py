@@ -17,6 +17,12 @@ def test_rotation_keeps_newest_and_leaves_no_temp_files(tmp_path):
     assert path.name == "ckpt_20.pt" and ckpt["w"][0] == 20
 
 
+def test_temp_file_of_a_killed_write_is_cleaned_by_the_next_save(tmp_path):
+    (tmp_path / ".ckpt_dead.tmp").write_bytes(b"partial")
+    checkpoint.save(tmp_path, 1, {"w": torch.ones(1)}, keep=2)
+    assert not list(tmp_path.glob(".ckpt_*.tmp"))
+
+
 def test_damaged_newest_falls_back_to_previous(tmp_path):
     checkpoint.save(tmp_path, 1, {"w": torch.ones(2)}, keep=3)
     checkpoint.save(tmp_path, 2, {"w": torch.ones(2) * 2}, keep=3)
