@@ -62,6 +62,7 @@ class Config:
     eps_alpha: float = _f(7.0, "spread of the epsilon ladder with --exploration epsilon")
     seed: int = _f(1, "base seed; each actor's seed is derived from it and the actor id")
     device: str = _f("auto", "auto (CUDA when present), cpu, cuda, cuda:N")
+    torch_threads: int = _f(0, "learner's torch CPU threads; 0 = half the cores, leaving the rest to actors")
     total_frames: int = _f(0, "stop cleanly after this many emulator frames (0 = run until stopped)")
     stop_at_return: float = _f(0.0, "stop cleanly once the mean return reaches this (0 = never)")
     return_window: int = _f(100, "episodes in the mean return of reports and --stop-at-return")
@@ -95,8 +96,8 @@ class Config:
             raise ConfigError("gamma and vtrace_lambda must lie in [0, 1]")
         if not 0.0 <= self.eps_base <= 1.0:
             raise ConfigError(f"eps_base must lie in [0, 1], got {self.eps_base}")
-        if self.max_episode_steps < 0 or self.total_frames < 0 or self.update_delay < 0:
-            raise ConfigError("max_episode_steps, total_frames and update_delay must not be negative")
+        if self.max_episode_steps < 0 or self.total_frames < 0 or self.update_delay < 0 or self.torch_threads < 0:
+            raise ConfigError("max_episode_steps, total_frames, update_delay and torch_threads must not be negative")
         if not 1 <= self.port <= 65533:
             raise ConfigError(f"port must be in 1..65533 (it uses P, P+1, P+2), got {self.port}")
         for f in dataclasses.fields(self):

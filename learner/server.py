@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import secrets
 import signal
 import time
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import zmq
 import zmq.asyncio
 
@@ -72,6 +74,8 @@ class Learner:
                                 sig.n_actions, self.env_kwargs["frame_skip"])
         self.max_bytes = int(cfg.max_message_mb * (1 << 20))
         self.device = pick_device(cfg.device)
+        # actors on this machine need cores too: by default the learner takes half of them
+        torch.set_num_threads(cfg.torch_threads or max(1, (os.cpu_count() or 2) // 2))
         self.trainer = Trainer(build_model(self.model_spec), cfg, self.device)
         self.session = secrets.token_hex(8)  # names this learner process; not a seed
         self.version = 0
