@@ -2,6 +2,7 @@
 # retrofleet launcher.
 #   ./launch.sh N [learner flags]              a learner and N actors on this machine
 #   ./launch.sh N --learner tcp://HOST:PORT    only N actors, joining a learner elsewhere
+#   --curve-dir DIR (either form): CURVE keys from `learner keygen DIR`; actor i uses actorI.key_secret
 #   ./launch.sh test [pytest args]             the test suite
 # On first use it creates .venv in the repo and installs the project into it.
 set -uo pipefail
@@ -19,6 +20,7 @@ usage() {
   cat <<'EOF'
 usage: ./launch.sh N [learner flags]             learner + N actors on this machine
        ./launch.sh N --learner tcp://HOST:PORT   N actors joining a running learner
+       add --curve-dir DIR to either form for CURVE keys (learner keygen DIR --actors N)
        ./launch.sh test [pytest args]            run the test suite
 Learner flags: see `.venv/bin/learner --help` (e.g. --env CartPole-v1 --mode sync
 --total-frames 2000000 --run-dir runs/air1). Ctrl-C stops everything cleanly.
@@ -58,9 +60,12 @@ N="$1"; shift
 [[ "$N" =~ ^[0-9]+$ ]] || { usage >&2; die "first argument must be the number of actors, got '$N'"; }
 
 REMOTE=""
+CURVE_DIR=""
 LEARNER_ARGS=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
+    --curve-dir) [[ $# -ge 2 ]] || die "--curve-dir needs a directory"; CURVE_DIR="$2"; shift 2 ;;
+    --curve-dir=*) CURVE_DIR="${1#--curve-dir=}"; shift ;;
     --learner) [[ $# -ge 2 ]] || die "--learner needs tcp://HOST:PORT"; REMOTE="$2"; shift 2 ;;
     --learner=*) REMOTE="${1#--learner=}"; shift ;;
     *) LEARNER_ARGS+=("$1"); shift ;;
@@ -70,6 +75,16 @@ done
 ensure_env
 cd "$ROOT"
 
+ACTOR_KEYS=()
+if [[ -n "$CURVE_DIR" ]]; then
+  CURVE_DIR="$(cd "$CURVE_DIR" 2>/dev/null && pwd)" || die "--curve-dir: no such directory"
+  [[ -f "$CURVE_DIR/learner.key" ]] || die "$CURVE_DIR/learner.key missing (make keys with: .venv/bin/learner keygen DIR --actors $N)"
+  for ((i = 0; i < N; i++)); do
+    [[ -f "$CURVE_DIR/actor$i.key_secret" ]] || die "$CURVE_DIR/actor$i.key_secret missing: $N actors need $N key pairs (.venv/bin/learner keygen $CURVE_DIR --actors $N)"
+  done
+  [[ -z "$REMOTE" ]] && LEARNER_ARGS+=(--curve-dir "$CURVE_DIR")
+fi
+
 LEARNER_PID=""
 declare -a ACTOR_PIDS=() ACTOR_DEAD_SINCE=()
 RESTARTS=0
@@ -78,7 +93,9 @@ RUN_DIR=""
 
 start_actor() {
   local i="$1"
-  "$VENV/bin/actor" --learner "$ADDR" >>"$RUN_DIR/actor_$i.log" 2>&1 &
+  local keys=()
+  [[ -n "$CURVE_DIR" ]] && keys=(--curve-secret "$CURVE_DIR/actor$i.key_secret" --curve-server-key "$CURVE_DIR/learner.key")
+  "$VENV/bin/actor" --learner "$ADDR" "${keys[@]}" >>"$RUN_DIR/actor_$i.log" 2>&1 &
   ACTOR_PIDS[$i]=$!
   ACTOR_DEAD_SINCE[$i]=""
 }
