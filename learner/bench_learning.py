@@ -28,6 +28,7 @@ CARTPOLE_FLAGS = ["--env", "CartPole-v1", "--unroll-length", "64", "--batch-size
 
 
 def free_base_port() -> int:
+    """A base port P with P, P+1 and P+2 free on 127.0.0.1 (for tests and benchmarks)."""
     import random
 
     while True:

@@ -3,37 +3,37 @@
 from __future__ import annotations
 
 import json
+import math
 import os
-import random
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from common.protocol import Rollout
+from learner.bench_learning import free_base_port
+
+__all__ = ["free_base_port"]
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def free_base_port() -> int:
-    """A base port P with P, P+1, P+2 all free on 127.0.0.1."""
-    for _ in range(200):
-        base = random.randint(20000, 60000)
-        socks = []
-        try:
-            for off in range(3):
-                s = socket.socket()
-                s.bind(("127.0.0.1", base + off))
-                socks.append(s)
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free ports")
+def cartpole_rollout(actor_id: int, T: int = 32) -> Rollout:
+    """A valid CartPole-shaped rollout (float32 [4] frames, no frame stack)."""
+    rng = np.random.default_rng(0)
+    return Rollout(
+        actor_id=actor_id, policy_version=0,
+        frames=rng.normal(size=(T + 1, 4)).astype(np.float32),
+        history=np.zeros((0, 4), np.float32),
+        actions=rng.integers(0, 2, T).astype(np.int32),
+        behaviour_logp=np.full(T, math.log(0.5), np.float32),
+        rewards=np.ones(T, np.float32),
+        terminated=np.zeros(T, bool), truncated=np.zeros(T, bool), episodes=[],
+    )
 
 
 class Procs:

@@ -6,7 +6,6 @@ Each test prints one `FAULT ...` line with what it measured (run pytest with -s 
 
 from __future__ import annotations
 
-import math
 import signal
 import subprocess
 import sys
@@ -19,9 +18,16 @@ import psutil
 import zmq
 
 from common import protocol
-from common.protocol import Rollout
 from learner import checkpoint
-from tests.conftest import ROOT, free_base_port, last_metrics, read_actors, read_metrics, wait_for
+from tests.conftest import (
+    ROOT,
+    cartpole_rollout,
+    free_base_port,
+    last_metrics,
+    read_actors,
+    read_metrics,
+    wait_for,
+)
 
 CARTPOLE = ("--env", "CartPole-v1", "--batch-size", "256")
 
@@ -199,22 +205,9 @@ def test_kill_during_checkpoint_write_keeps_previous_checkpoint(tmp_path):
 # ---------------------------------------------------------------------------- hostile input
 
 
-def _rollout(actor_id: int, T: int = 32) -> Rollout:
-    rng = np.random.default_rng(0)
-    return Rollout(
-        actor_id=actor_id, policy_version=0,
-        frames=rng.normal(size=(T + 1, 4)).astype(np.float32),
-        history=np.zeros((0, 4), np.float32),
-        actions=rng.integers(0, 2, T).astype(np.int32),
-        behaviour_logp=np.full(T, math.log(0.5), np.float32),
-        rewards=np.ones(T, np.float32),
-        terminated=np.zeros(T, bool), truncated=np.zeros(T, bool), episodes=[],
-    )
-
-
 def _bad_rollouts(actor_id: int, rng: np.random.Generator, T: int = 32) -> list[bytes]:
     """Rollout-shaped messages, each wrong in one way (plus plain garbage)."""
-    good = msgpack.unpackb(protocol.encode_rollout(_rollout(actor_id, T)), raw=False)
+    good = msgpack.unpackb(protocol.encode_rollout(cartpole_rollout(actor_id, T)), raw=False)
     pack = protocol.pack_array
 
     def v(**changes) -> bytes:
@@ -224,7 +217,7 @@ def _bad_rollouts(actor_id: int, rng: np.random.Generator, T: int = 32) -> list[
         return msgpack.packb({k: x for k, x in good.items() if k != key}, use_bin_type=True)
 
     f = good["frames"]
-    nan_frames = _rollout(actor_id, T).frames.copy()
+    nan_frames = cartpole_rollout(actor_id, T).frames.copy()
     nan_frames[3, 1] = np.nan
     inf_frames = nan_frames.copy()
     inf_frames[3, 1] = np.inf
@@ -257,7 +250,7 @@ def _bad_rollouts(actor_id: int, rng: np.random.Generator, T: int = 32) -> list[
         msgpack.packb({**good, "episodes": [msgpack.Timestamp(1, 0)]}, use_bin_type=True, datetime=False),
         msgpack.packb(_nested(200)),  # nests too deeply
         b"\xdd\xff\xff\xff\xff",  # an array header claiming 4 billion items
-        protocol.encode_rollout(_rollout(actor_id, T))[:77],  # cut short
+        protocol.encode_rollout(cartpole_rollout(actor_id, T))[:77],  # cut short
         b"",
     ]
 

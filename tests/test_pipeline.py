@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import math
-
 import msgpack
 import numpy as np
 import zmq
 
 from common import protocol
-from common.protocol import Rollout, RolloutSpec
-from tests.conftest import free_base_port, last_metrics, read_actors, wait_for
+from common.protocol import RolloutSpec
+from tests.conftest import cartpole_rollout, free_base_port, last_metrics, read_actors, wait_for
 
 
 def _hello(ctx: zmq.Context, port: int) -> dict:
@@ -54,22 +52,9 @@ def test_actors_and_learner_update_and_adopt_weights(procs, tmp_path):
     assert row["frames"] > 30 * 256 and row["episodes"] > 0 and row["rejected_messages"] == 0
 
 
-def _valid_rollout(actor_id: int, T: int) -> Rollout:
-    rng = np.random.default_rng(0)
-    return Rollout(
-        actor_id=actor_id, policy_version=0,
-        frames=rng.normal(size=(T + 1, 4)).astype(np.float32),
-        history=np.zeros((0, 4), np.float32),
-        actions=rng.integers(0, 2, T).astype(np.int32),
-        behaviour_logp=np.full(T, math.log(0.5), np.float32),
-        rewards=np.ones(T, np.float32),
-        terminated=np.zeros(T, bool), truncated=np.zeros(T, bool), episodes=[],
-    )
-
-
 def _bad_messages(actor_id: int, T: int) -> list[bytes]:
     """One message for each way a rollout can be wrong."""
-    good = msgpack.unpackb(protocol.encode_rollout(_valid_rollout(actor_id, T)), raw=False)
+    good = msgpack.unpackb(protocol.encode_rollout(cartpole_rollout(actor_id, T)), raw=False)
 
     def variant(**changes) -> bytes:
         msg = {**good, **changes}
@@ -84,7 +69,7 @@ def _bad_messages(actor_id: int, T: int) -> list[bytes]:
         variant(kind="gradient"),  # unknown kind
         variant(policy_version=10**6),  # a policy version from the future
         variant(actor_id=actor_id + 999),  # an actor id nobody was given
-        protocol.encode_rollout(_valid_rollout(actor_id, T))[:50],  # truncated message
+        protocol.encode_rollout(cartpole_rollout(actor_id, T))[:50],  # truncated message
         b"\x00\xffnot msgpack at all",
     ]
 
