@@ -11,8 +11,15 @@ import zmq
 import zmq.auth
 
 from common import protocol
-from tests.conftest import BIN, ROOT, free_base_port, last_metrics, read_actors, wait_for
-from tests.test_faults import _rollout
+from tests.conftest import (
+    BIN,
+    ROOT,
+    cartpole_rollout,
+    free_base_port,
+    last_metrics,
+    read_actors,
+    wait_for,
+)
 
 CARTPOLE = ("--env", "CartPole-v1", "--batch-size", "256")
 
@@ -85,7 +92,7 @@ def test_curve_admits_only_authorized_actors(procs, tmp_path):
         assert [a["pid"] for a in joined] == [good.pid]
         pushes = [_client(ctx, zmq.PUSH, port, 1, secret, server_key)
                   for secret in (None, rogue / "rogue.key_secret")]
-        buf = protocol.encode_rollout(_rollout(joined[0]["actor_id"]))
+        buf = protocol.encode_rollout(cartpole_rollout(joined[0]["actor_id"]))
         for p in pushes:
             for _ in range(3):
                 try:
