@@ -29,8 +29,8 @@ BIN = Path(sys.executable).parent
 ITEMS = ("raw", "actor", "ingest", "weights", "trainer", "train_run", "scaling", "vector")
 # seconds (or counts) per item; --scale multiplies the seconds
 MODES = {
-    "quick": {"raw": 3, "actor": 5, "ingest": 4, "weights": 10, "updates": 2, "vector": 4,
-              "warm": 2, "window": 4, "memory": 20},
+    "quick": {"raw": 2, "actor": 4, "ingest": 3, "weights": 8, "updates": 2, "vector": 3,
+              "warm": 1.5, "window": 3, "memory": 20},
     "full": {"raw": 30, "actor": 40, "ingest": 30, "weights": 50, "updates": 10, "vector": 40,
              "warm": 10, "window": 40, "memory": 600},
 }
@@ -277,7 +277,8 @@ def table_rows(rep: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                      f"{_n(w['frames_per_s'])} frames/s", "", f"efficiency {d['actor_efficiency_training']:.2f}"))
         two = r["train_run"]["two_actors"]
         rows.append(("3. two actors into the real learner training on CPU, total",
-                     f"{_n(two['frames_per_s'])} frames/s", "", f"policy lag max {two['policy_lag_max']}"))
+                     f"{_n(two['frames_per_s'])} frames/s", "",
+                     f"{two['updates']} updates in {two['seconds']:.1f} s"))
     for n, s in d.get("scaling", {}).items():
         rows.append((f"4. {n} actor(s), total, learner without gradient step", f"{_n(s['frames_per_s'])} frames/s",
                      "", f"speedup {s['speedup']:.2f}, {s['efficiency_per_actor']:.2f} per actor core"))
@@ -287,7 +288,7 @@ def table_rows(rep: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                      f"{r['ingest']['senders']} senders)", f"{_n(fps)} frames/s", ">= 200,000",
                      _verdict(fps, TARGETS["ingest_fps"], True)))
         ing = r["ingest"]
-        rows.append(("5. same without sockets: Learner.accept a message; collate (stack rebuild) a rollout",
+        rows.append(("5. same without sockets: Learner.accept a message; collate a rollout (frames copied once; the trainer gathers stacks)",
                      f"{_n(ing['accept_us_per_message'])} us; {_n(ing['collate_us_per_rollout'])} us", "",
                      f"ceiling {_n(ing['no_socket_ceiling_frames_per_s'])} frames/s"))
     if "actor" in r:
@@ -309,11 +310,12 @@ def table_rows(rep: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                      f"{w['reps'] + w['missed']} versions missed by a subscriber"))
     if "trainer" in r:
         tr = r["trainer"]
-        for dev in ("cpu", "cuda"):
-            if dev in tr:
-                rows.append((f"8. Trainer.update on {dev}, batch {tr['batch']} (T=32)",
-                             f"{_n(tr[dev]['samples_per_s'])} samples/s", "",
-                             f"{tr[dev]['seconds_per_update']:.2f} s an update"))
+        labels = {"cpu": "CPU, the learner's torch threads", "cpu_all_cores": "CPU, all cores", "cuda": "CUDA"}
+        for key, label in labels.items():
+            if key in tr:
+                rows.append((f"8. Trainer.update on {label} ({tr[key]['threads']}), batch {tr['batch']} (T=32)",
+                             f"{_n(tr[key]['samples_per_s'])} samples/s", "",
+                             f"{tr[key]['seconds_per_update']:.2f} s an update"))
         if "cuda" not in tr:
             rows.append(("8. Trainer.update on CUDA", "not measured: no GPU here", "", ""))
     if "learner_busy_share_estimate" in d:
@@ -347,10 +349,12 @@ Notes
   learner.server.Learner itself (receive, validate, batch, collate, encode and publish new weights
   after every batch) with Trainer.update skipped, so the actor is held back by nothing but itself
   and the pipeline. The real learner's CPU training competes with the actors for the same cores
-  (torch uses every core), so "training" figures show the whole system on this machine, not the actor.
+  (its torch threads: half the cores by default), so "training" figures show the whole system on
+  this machine, not the actor alone.
 - 5: the learner's own receive task and batcher in one process, fed by sender processes that push
   pre-encoded rollouts of the real game over loopback TCP; frames = agent steps x 4.
-- 8: the share is (updates in the 2-actor window x seconds an update measured alone) / window.
+- 8: the share is (updates in the 2-actor window x seconds an update measured alone with the
+  learner's thread count) / window.
 - 9: peak = max of psutil samples (every 0.25 s) and the kernel's VmHWM, read before stopping.
 - 10: N = the most actors of item 4 (the cores with --full). The vector env only steps and infers;
   ours also ships every rollout to the learner, which decodes, validates and batches it.

@@ -101,7 +101,8 @@ def step_split(env, model, collector, rollouts, seconds: float) -> dict[str, Any
     while not isinstance(gray_resize, GrayResize):
         gray_resize = gray_resize.env
     prev, obs = np.array(raw.step(buttons)[0]), np.array(raw.step(buttons)[0])
-    share = seconds / 6
+    rounds = 3
+    share = seconds / 6 / rounds
 
     def emulate() -> None:
         for _ in range(SKIP):
@@ -112,16 +113,23 @@ def step_split(env, model, collector, rollouts, seconds: float) -> dict[str, Any
         if any(env.step(FIRE)[2:4]):
             env.reset()
 
-    t = {
-        "emulate": _timed(emulate, share),
-        "preprocess": _timed(lambda: gray_resize.observation(np.maximum(prev, obs)), share),
-        "infer": _timed(lambda: collector._act(model), share),
+    parts = {
+        "emulate": emulate,
+        "preprocess": lambda: gray_resize.observation(np.maximum(prev, obs)),
+        "infer": lambda: collector._act(model),
+        "full": full_step,
     }
-    full = _timed(full_step, share)
+    # interleaved rounds, median per part: a passing disturbance hits one round of one part
+    samples = {k: [] for k in parts}
+    for _ in range(rounds):
+        for k, fn in parts.items():
+            samples[k].append(_timed(fn, share))
+    t = {k: statistics.median(v) for k, v in samples.items()}
+    full = t.pop("full")
     times = collector.times
     t["other"] = times.other / max(times.steps, 1)  # frame stack and bookkeeping in collect()
-    t["encode"] = _timed(lambda: protocol.encode_rollout(rollouts[-1]), share) / T
-    t["send"] = _send_time([protocol.encode_rollout(r) for r in rollouts], share) / T
+    t["encode"] = _timed(lambda: protocol.encode_rollout(rollouts[-1]), share * rounds) / T
+    t["send"] = _send_time([protocol.encode_rollout(r) for r in rollouts], share * rounds) / T
     total = sum(t.values())
     return {
         "us_per_step": {k: 1e6 * v for k, v in t.items()},
@@ -445,22 +453,27 @@ def trainer_update(updates: int) -> dict[str, Any]:
     from learner.batcher import collate
     from learner.trainer import Trainer
 
-    threads = torch.get_num_threads()  # the learner's default; _real_messages sets 1 (actor-like)
     cfg = Config(env=ENV)
+    learner_threads = cfg.torch_threads or max(1, (os.cpu_count() or 2) // 2)  # as Learner sets it
     spec = protocol.RolloutSpec(T, (84, 84), "uint8", 4, 12, SKIP)
     msgs = _real_messages(8)
     rollouts = [protocol.validate_rollout(protocol.decode(m), spec, latest_version=0) for m in msgs]
     batch = collate([rollouts[i % len(rollouts)] for i in range(cfg.rollouts_per_batch)], 0)
     model, _ = _model_and_spec()
-    torch.set_num_threads(threads)
-    out: dict[str, Any] = {"batch": batch.transitions, "torch_threads": torch.get_num_threads(),
+    out: dict[str, Any] = {"batch": batch.transitions, "torch_threads": learner_threads,
                            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"}
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    for dev in devices:
+    # "cpu": the learner's own thread count; "cpu_all_cores" too when that differs
+    runs = [("cpu", "cpu", learner_threads)]
+    if (os.cpu_count() or 1) != learner_threads:
+        runs.append(("cpu_all_cores", "cpu", os.cpu_count() or 1))
+    if torch.cuda.is_available():
+        runs.append(("cuda", "cuda", learner_threads))
+    for key, dev, threads in runs:
+        torch.set_num_threads(threads)
         trainer = Trainer(model, cfg, torch.device(dev))
         sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
         per = _timed(lambda t=trainer, s=sync: (t.update(batch), s()), 0.0, updates)
-        out[dev] = {"seconds_per_update": per, "samples_per_s": batch.transitions / per}
+        out[key] = {"seconds_per_update": per, "samples_per_s": batch.transitions / per, "threads": threads}
     return out
 
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from common.config import Config
-from learner.batcher import Batch
+from learner.batcher import Batch, gather_stacks
 from learner.losses import LossConfig, appo_loss
 
 
@@ -37,7 +37,8 @@ class Trainer:
         return t if dtype is None else t.to(dtype)
 
     def update(self, batch: Batch) -> dict[str, float]:
-        obs = self._tensor(batch.obs)
+        # frames cross to the device once; stacks (4x the bytes) are gathered there
+        obs = gather_stacks(self._tensor(batch.frames), self._tensor(batch.stack_idx))
         actions = self._tensor(batch.actions)
         logp = self._tensor(batch.behaviour_logp)
         rewards = self._tensor(batch.rewards)

@@ -141,3 +141,35 @@ def test_rebuild_float_vectors_stack_1():
     out = rebuild_stacks(history, frames, np.array([False, True, False, True]))
     assert out.shape == (5, 1, 4)
     np.testing.assert_array_equal(out[:, 0], frames)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_collated_batch_gives_every_actor_its_own_stacks(size):
+    """collate keeps frames once; gathering (numpy, and torch as the trainer does) gives back
+    exactly the observations each of several actors acted on, with episode ends in different places."""
+    import torch
+
+    from common.protocol import Rollout
+    from learner.batcher import collate, gather_stacks
+
+    rng = np.random.default_rng(size)
+    rollouts, seen_all = [], []
+    for actor in range(5):
+        env = FakeEnv()
+        env.count = 1000 * actor  # different actors, different frames
+        stack = FrameStack(size, SHAPE, np.uint8)
+        stack.reset(env.frame())
+        collect(env, stack, rng.random(T) < 0.3)  # an earlier rollout, so history is not a reset
+        dones = rng.random(T) < 0.3
+        history, frames, seen = collect(env, stack, dones)
+        rollouts.append(Rollout(actor, 0, frames, history, np.zeros(T, np.int32), np.zeros(T, np.float32),
+                                np.zeros(T, np.float32), dones, np.zeros(T, bool), []))
+        seen_all.append(seen)
+    batch = collate(rollouts, version=0)
+    assert batch.frames.shape == (T + size, 5, *SHAPE)  # each frame once, not stack times
+    want = np.stack(seen_all, axis=1)
+    np.testing.assert_array_equal(batch.obs(), want)
+    got = gather_stacks(torch.from_numpy(batch.frames), torch.from_numpy(batch.stack_idx))
+    np.testing.assert_array_equal(got.numpy(), want)
+    cols = [3, 1]  # a minibatch of columns gathers the same stacks
+    np.testing.assert_array_equal(gather_stacks(batch.frames[:, cols], batch.stack_idx[:, cols]), want[:, cols])
