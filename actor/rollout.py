@@ -53,7 +53,7 @@ class RolloutCollector:
     def _act(self, model: nn.Module) -> tuple[int, float]:
         obs = torch.from_numpy(self.stack.buf).unsqueeze(0)
         with torch.inference_mode():
-            logits, _ = model(obs)
+            logits = model.policy_logits(obs)
         probs = torch.softmax(logits[0].double(), dim=0).numpy()
         if self.epsilon > 0.0:  # behaviour = mixture; V-trace corrects for it on the learner
             probs = (1.0 - self.epsilon) * probs + self.epsilon / len(probs)

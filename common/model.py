@@ -38,6 +38,10 @@ class NatureCNN(nn.Module):
         h = self.fc(self.torso(obs.float() * (1.0 / 255.0)))
         return self.policy(h), self.value(h).squeeze(-1)
 
+    def policy_logits(self, obs: torch.Tensor) -> torch.Tensor:
+        """Logits only: what an actor needs to act."""
+        return self.policy(self.fc(self.torso(obs.float() * (1.0 / 255.0))))
+
 
 class MLP(nn.Module):
     """Two tanh layers each for policy and value (CleanRL's CartPole agent)."""
@@ -55,6 +59,10 @@ class MLP(nn.Module):
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = obs.float().flatten(1)
         return self.policy(x), self.value(x).squeeze(-1)
+
+    def policy_logits(self, obs: torch.Tensor) -> torch.Tensor:
+        """Logits only, skipping the separate value trunk: what an actor needs to act."""
+        return self.policy(obs.float().flatten(1))
 
 
 def model_spec(frame_shape: tuple[int, ...], frame_stack: int, n_actions: int, hidden: int) -> dict[str, Any]:

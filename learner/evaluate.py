@@ -252,7 +252,7 @@ def _pick(model, stack_buf: np.ndarray, rng: np.random.Generator, greedy: bool) 
 
     obs = torch.from_numpy(stack_buf).unsqueeze(0)
     with torch.inference_mode():
-        logits, _ = model(obs)
+        logits = model.policy_logits(obs)
     if greedy:
         return int(torch.argmax(logits[0]).item())
     probs = torch.softmax(logits[0].double(), dim=0).numpy()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -61,6 +62,28 @@ def _validate(
         )
     if values.shape[0] == 0:
         raise ValueError("need at least one time step (T >= 1)")
+
+
+def _trace(deltas: Tensor, decay: Tensor) -> Tensor:
+    """x_t = deltas_t + decay_t * x_{t+1}, x_T = 0: the backward recursion over T.
+
+    Cheaper than the O(T^2) direct sum. On the CPU it runs in numpy, whose per-operation cost
+    on a [B] row is a few times lower than torch's (it was a quarter of a small-model update).
+    """
+    if deltas.device.type == "cpu":
+        d, k = deltas.numpy(), decay.numpy()
+        out = np.empty_like(d)
+        acc = np.zeros_like(d[0])
+        for t in range(d.shape[0] - 1, -1, -1):
+            acc = d[t] + k[t] * acc
+            out[t] = acc
+        return torch.from_numpy(out)
+    acc = torch.zeros_like(deltas[0])
+    out = torch.empty_like(deltas)
+    for t in range(deltas.shape[0] - 1, -1, -1):
+        acc = deltas[t] + decay[t] * acc
+        out[t] = acc
+    return out
 
 
 def from_importance_weights(
@@ -108,13 +131,7 @@ def from_importance_weights(
         values_t_plus_1 = torch.cat([values[1:], bootstrap_value.unsqueeze(0)], dim=0)
         deltas = clipped_rhos * (rewards + discounts * values_t_plus_1 - values)
 
-        # Backward recursion over T: cheaper than the O(T^2) direct sum and T is small.
-        acc = torch.zeros_like(bootstrap_value)
-        vs_minus_v_xs = torch.empty_like(values)
-        for t in range(values.shape[0] - 1, -1, -1):
-            acc = deltas[t] + discounts[t] * cs[t] * acc
-            vs_minus_v_xs[t] = acc
-        vs = vs_minus_v_xs + values
+        vs = _trace(deltas, discounts * cs) + values
 
         # Policy gradient uses the one-step target built from the next V-trace target.
         vs_t_plus_1 = torch.cat([vs[1:], bootstrap_value.unsqueeze(0)], dim=0)
