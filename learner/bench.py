@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -23,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from learner.bench_learning import free_base_port
+from learner.bench_learning import free_base_port, stop_processes
 
 BIN = Path(sys.executable).parent
 ITEMS = ("raw", "actor", "ingest", "weights", "trainer", "train_run", "scaling", "vector")
@@ -150,15 +149,7 @@ class Session:
         for p in procs:
             self.rss.high_water(p.pid)
         self.rss.halt.set()
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(procs, timeout=20)
         mib = {p.pid: self.rss.peaks[p.pid] / 2**20 for p in procs}
         return {"learner": mib[self.learner.pid], "actors": [mib[p.pid] for p in self.actors]}
 

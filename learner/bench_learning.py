@@ -27,6 +27,19 @@ CARTPOLE_FLAGS = ["--env", "CartPole-v1", "--unroll-length", "64", "--batch-size
                   "--vtrace-lambda", "0.95", "--gamma", "0.99"]
 
 
+def stop_processes(procs: list[subprocess.Popen], timeout: float = 15) -> None:
+    """SIGTERM every process still running, wait up to `timeout` s each, then SIGKILL."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
 def free_base_port() -> int:
     """A base port P with P, P+1 and P+2 free on 127.0.0.1 (for tests and benchmarks)."""
     import random
@@ -63,14 +76,7 @@ def run_pipeline(flags: list[str], actors: int, run_dir: Path, timeout: float) -
                                               stdout=alog, stderr=subprocess.STDOUT, env=env))
         learner.wait(timeout)
     finally:
-        for p in [learner, *procs]:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in [learner, *procs]:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes([learner, *procs])
         log.close()
     text = (run_dir / "learner.log").read_text()
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -14,6 +14,7 @@ needs the ``imageio-ffmpeg`` package.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -195,10 +196,8 @@ def _frame_source(env, is_retro: bool, frame_skip: int, current_obs):
                 return (lambda: unwrapped.render()), hz
         except Exception as exc:  # e.g. pygame not installed for the classic-control envs
             log.info("render() unavailable (%s); the video shows the observation", _first_line(exc))
-        try:
+        with contextlib.suppress(AttributeError):  # a read-only render_mode stays as it was
             unwrapped.render_mode = old
-        except Exception:
-            pass
     obs = np.asarray(current_obs())
     if obs.dtype == np.uint8 and obs.ndim in (2, 3):
         return (lambda: _image_picture(current_obs())), hz

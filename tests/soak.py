@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import psutil
 
+from learner.bench_learning import stop_processes
 from tests.conftest import BIN, free_base_port, last_metrics
 
 
@@ -78,14 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                       + f" | updates {m.get('updates')} frames {m.get('frames')} actors {m.get('actors')}",
                       flush=True)
         finally:
-            for pr in procs:
-                if pr.poll() is None:
-                    pr.send_signal(signal.SIGTERM)
-            for pr in procs:
-                try:
-                    pr.wait(15)
-                except subprocess.TimeoutExpired:
-                    pr.kill()
+            stop_processes(procs)
     if base is None:
         print("run shorter than the warm-up: no verdict")
         return 1
