@@ -90,12 +90,18 @@ declare -a ACTOR_PIDS=() ACTOR_DEAD_SINCE=()
 RESTARTS=0
 STOPPING=0
 RUN_DIR=""
+# Local actors run at a lower CPU priority than the learner: when actors outnumber the cores
+# the learner's updates pace the whole run, and a starved learner lets rollouts go stale.
+# RETROFLEET_ACTOR_NICE=0 turns it off; actors joining a remote learner are not reniced.
+ACTOR_NICE="${RETROFLEET_ACTOR_NICE-10}"
+[[ "$ACTOR_NICE" =~ ^[0-9]+$ ]] || die "RETROFLEET_ACTOR_NICE must be a number from 0 to 19, got '$ACTOR_NICE'"
+[[ "$ACTOR_NICE" == 0 ]] && ACTOR_NICE=""
 
 start_actor() {
   local i="$1"
   local keys=()
   [[ -n "$CURVE_DIR" ]] && keys=(--curve-secret "$CURVE_DIR/actor$i.key_secret" --curve-server-key "$CURVE_DIR/learner.key")
-  "$VENV/bin/actor" --learner "$ADDR" "${keys[@]}" >>"$RUN_DIR/actor_$i.log" 2>&1 &
+  ${ACTOR_NICE:+nice -n "$ACTOR_NICE"} "$VENV/bin/actor" --learner "$ADDR" "${keys[@]}" >>"$RUN_DIR/actor_$i.log" 2>&1 &
   ACTOR_PIDS[$i]=$!
   ACTOR_DEAD_SINCE[$i]=""
 }
@@ -127,6 +133,7 @@ trap on_signal INT TERM
 if [[ -n "$REMOTE" ]]; then
   [[ ${#LEARNER_ARGS[@]} -eq 0 ]] || die "with --learner only actors start here; learner flags (${LEARNER_ARGS[*]}) belong on the learner's host"
   ADDR="$REMOTE"
+  ACTOR_NICE=""
   RUN_DIR="$ROOT/runs/actors-$(hostname)-$(date +%Y%m%d-%H%M%S)"
   mkdir -p "$RUN_DIR"
 else
