@@ -88,11 +88,17 @@ def test_killed_actor_is_restarted_and_learner_keeps_updating(tmp_path):
         wait_for(lambda: last_metrics(run).get("updates", 0) >= 5, 90, "first updates")
         actors = [c for c in _tree(p) if c.name() == "actor"]
         assert len(actors) == 2
+        learner = [c for c in _tree(p) if c.name() == "learner"]
+        assert len(learner) == 1
+        # actors yield the CPU to the learner (launch.sh runs them at nice 10)
+        assert [a.nice() for a in actors] == [learner[0].nice() + 10] * 2
         actors[0].send_signal(signal.SIGKILL)
         updates = last_metrics(run)["updates"]
         wait_for(lambda: len(read_actors(run)) >= 3, 30, "a restarted actor joins")
         wait_for(lambda: last_metrics(run)["updates"] >= updates + 20, 60, "updates go on")
         assert "restarting" in (tmp_path / "launch.out").read_text()
+        restarted = [c for c in _tree(p) if c.name() == "actor" and c.pid != actors[0].pid]
+        assert restarted and all(a.nice() == learner[0].nice() + 10 for a in restarted)
         wait_for(lambda: last_metrics(run)["actors"] == 2, 20, "actor count back to 2")
     finally:
         p.send_signal(signal.SIGTERM)
