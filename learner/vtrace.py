@@ -70,20 +70,14 @@ def _trace(deltas: Tensor, decay: Tensor) -> Tensor:
     Cheaper than the O(T^2) direct sum. On the CPU it runs in numpy, whose per-operation cost
     on a [B] row is a few times lower than torch's (it was a quarter of a small-model update).
     """
-    if deltas.device.type == "cpu":
-        d, k = deltas.numpy(), decay.numpy()
-        out = np.empty_like(d)
-        acc = np.zeros_like(d[0])
-        for t in range(d.shape[0] - 1, -1, -1):
-            acc = d[t] + k[t] * acc
-            out[t] = acc
-        return torch.from_numpy(out)
-    acc = torch.zeros_like(deltas[0])
-    out = torch.empty_like(deltas)
-    for t in range(deltas.shape[0] - 1, -1, -1):
-        acc = deltas[t] + decay[t] * acc
+    cpu = deltas.device.type == "cpu"
+    lib, d, k = (np, deltas.numpy(), decay.numpy()) if cpu else (torch, deltas, decay)
+    out = lib.empty_like(d)
+    acc = lib.zeros_like(d[0])
+    for t in range(d.shape[0] - 1, -1, -1):
+        acc = d[t] + k[t] * acc
         out[t] = acc
-    return out
+    return torch.from_numpy(out) if cpu else out
 
 
 def from_importance_weights(
