@@ -18,7 +18,8 @@ from common.protocol import Rollout
 
 @dataclass
 class Batch:
-    """Time-major training data; obs has T+1 steps (the last one bootstraps)."""
+    """Time-major training data; `gather_stacks(frames, stack_idx)` gives the T+1 observations
+    (the last one bootstraps)."""
 
     frames: np.ndarray  # [T+stack, B, *frame_shape]: each rollout's history, then its T+1 frames
     stack_idx: np.ndarray  # [T+1, B, stack] int64: the rows of `frames` that make each step's stack
@@ -31,10 +32,6 @@ class Batch:
     @property
     def transitions(self) -> int:
         return self.actions.size
-
-    def obs(self) -> np.ndarray:
-        """[T+1, B, stack, *frame_shape] observations (the bootstrap step last)."""
-        return gather_stacks(self.frames, self.stack_idx)
 
 
 def gather_stacks(frames, stack_idx):

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from learner.bench_learning import free_base_port, stop_processes
+from learner.bench_parts import run_part
 
 BIN = Path(sys.executable).parent
 ITEMS = ("raw", "actor", "ingest", "weights", "trainer", "train_run", "scaling", "vector")
@@ -35,16 +36,6 @@ MODES = {
 }
 TARGETS = {"actor_efficiency": 0.8, "ingest_fps": 200_000, "bytes_per_step": 2048,
            "weights_ms": 50.0, "actor_rss_mib": 400.0}
-
-
-def run_part(part: str, *args: str, timeout: float = 600) -> dict[str, Any]:
-    """Run one measurement in a fresh process; its last stdout line is the JSON result."""
-    proc = subprocess.run([sys.executable, "-m", "learner.bench_parts", part, *args], capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise RuntimeError(f"{part} exited with {proc.returncode}: {tail[0]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 # ---------------------------------------------------------------------------- pipelines

@@ -183,18 +183,11 @@ def airstriker(args: argparse.Namespace) -> None:
 
 
 def raw_emulator_fps(seconds: float = 10.0) -> float:
-    """Frames/s of the bare stable-retro emulator on one core (fixed action), in a subprocess."""
-    code = (
-        "import time, numpy as np, stable_retro\n"
-        "env = stable_retro.make('Airstriker-Genesis-v0', render_mode=None); env.reset(seed=0)\n"
-        "a = np.zeros(12, np.int8); n = 0; t0 = time.perf_counter()\n"
-        f"while time.perf_counter() - t0 < {seconds}:\n"
-        "    _, _, term, trunc, _ = env.step(a); n += 1\n"
-        "    if term or trunc: env.reset()\n"
-        "print(n / (time.perf_counter() - t0))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    """Frames/s of the bare emulator on one core, in a process of its own: the reference
+    `learner.bench` uses too (bench_parts.raw_emulator)."""
+    from learner.bench_parts import run_part
+
+    return run_part("raw", "--seconds", str(seconds))["frames_per_s"]
 
 
 def launch_fps(args: argparse.Namespace) -> None:

@@ -13,6 +13,8 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +30,16 @@ ENV = "Airstriker-Genesis-v0"
 T = 32  # unroll length the learner agrees by default
 SKIP = 4  # frame skip the learner agrees by default
 FIRE = 5  # index of [B] in the Genesis button set: a fixed action that keeps the game moving
+
+
+def run_part(part: str, *args: str, timeout: float = 600) -> dict[str, Any]:
+    """Run one measurement in a fresh process; its last stdout line is the JSON result."""
+    proc = subprocess.run([sys.executable, "-m", "learner.bench_parts", part, *args], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"{part} exited with {proc.returncode}: {tail[0]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def _timed(fn: Callable[[], Any], seconds: float, min_calls: int = 3) -> float:
@@ -451,10 +463,11 @@ def trainer_update(updates: int) -> dict[str, Any]:
 
     from common.config import Config
     from learner.batcher import collate
+    from learner.server import torch_threads
     from learner.trainer import Trainer
 
     cfg = Config(env=ENV)
-    learner_threads = cfg.torch_threads or max(1, (os.cpu_count() or 2) // 2)  # as Learner sets it
+    learner_threads = torch_threads(cfg)  # as the Learner sets it
     spec = protocol.RolloutSpec(T, (84, 84), "uint8", 4, 12, SKIP)
     msgs = _real_messages(8)
     rollouts = [protocol.validate_rollout(protocol.decode(m), spec, latest_version=0) for m in msgs]

@@ -59,6 +59,11 @@ class RateLimitedLog:
             self.suppressed += 1
 
 
+def torch_threads(cfg: Config) -> int:
+    """The learner's torch threads: --torch-threads, else half the cores (actors here need the rest)."""
+    return cfg.torch_threads or max(1, (os.cpu_count() or 2) // 2)
+
+
 class Learner:
     def __init__(self, cfg: Config, run_dir: Path, *, keys: transport.CurveKeys | None = None):
         self.cfg = cfg
@@ -74,8 +79,7 @@ class Learner:
                                 sig.n_actions, self.env_kwargs["frame_skip"])
         self.max_bytes = int(cfg.max_message_mb * (1 << 20))
         self.device = pick_device(cfg.device)
-        # actors on this machine need cores too: by default the learner takes half of them
-        torch.set_num_threads(cfg.torch_threads or max(1, (os.cpu_count() or 2) // 2))
+        torch.set_num_threads(torch_threads(cfg))
         self.trainer = Trainer(build_model(self.model_spec), cfg, self.device)
         self.session = secrets.token_hex(8)  # names this learner process; not a seed
         self.version = 0
