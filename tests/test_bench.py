@@ -12,7 +12,7 @@ from tests.conftest import ROOT
 def test_bench_quick_raw_and_actor_parts(tmp_path):
     out = tmp_path / "bench"
     proc = subprocess.run(
-        [sys.executable, "-m", "learner.bench", "--quick", "--scale", "0.2", "--only", "raw,actor",
+        [sys.executable, "-m", "benchmarks.bench", "--quick", "--scale", "0.2", "--only", "raw,actor",
          "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from learner.bench_learning import CARTPOLE_FLAGS, run_pipeline
-from tests.conftest import read_actors, read_metrics
+from tests.conftest import CARTPOLE_FLAGS, read_actors, read_metrics, run_pipeline
 
 
 @pytest.mark.parametrize("mode", ["async", "sync"])

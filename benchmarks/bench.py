@@ -1,9 +1,9 @@
 """Performance benchmark of retrofleet on Airstriker-Genesis-v0: every figure from one run.
 
-    python -m learner.bench [--quick|--full] [--out DIR] [--only raw,actor,...] [--scale F]
+    python -m benchmarks.bench [--quick|--full] [--out DIR] [--only raw,actor,...] [--scale F]
 
 writes DIR/bench.json and DIR/bench.md. Each measurement runs in processes of its own
-(`learner.bench_parts`), one after another, so no two compete for the cores; ratios are only
+(`benchmarks.bench_parts`), one after another, so no two compete for the cores; ratios are only
 ever taken between figures of the same run.
 """
 
@@ -22,8 +22,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from learner.bench_learning import free_base_port, stop_processes
-from learner.bench_parts import run_part
+from benchmarks.bench_parts import run_part
+from tests.conftest import free_base_port, stop_processes
 
 BIN = Path(sys.executable).parent
 ITEMS = ("raw", "actor", "ingest", "weights", "trainer", "train_run", "scaling", "vector")
@@ -162,7 +162,7 @@ def train_run(out: Path, t: dict[str, float]) -> dict[str, Any]:
 
 def scaling(out: Path, t: dict[str, float], counts: list[int]) -> dict[str, Any]:
     """Total frames/s with 1, 2, 4, ... actors into the learner without its gradient step."""
-    s = Session(out, "scaling", [sys.executable, "-m", "learner.bench_parts", "consumer"])
+    s = Session(out, "scaling", [sys.executable, "-m", "benchmarks.bench_parts", "consumer"])
     windows = {}
     try:
         for n in counts:
@@ -401,7 +401,7 @@ def measure(items: list[str], t: dict[str, float], out: Path, quick: bool) -> tu
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m learner.bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.splitlines()[0])
     g = p.add_mutually_exclusive_group()
     g.add_argument("--quick", action="store_const", dest="mode", const="quick", help="a few seconds an item")
     g.add_argument("--full", action="store_const", dest="mode", const="full", help="20-60 s an item, 600 s memory")

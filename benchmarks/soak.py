@@ -1,7 +1,7 @@
 """Soak benchmark (not a test): a slow learner and its actors for minutes; does memory stay flat?
 
-    python -m tests.soak                                  # 10 minutes, CartPole, 2 actors
-    python -m tests.soak --seconds 600 --env Airstriker-Genesis-v0 --update-delay 0.5
+    python -m benchmarks.soak                                  # 10 minutes, CartPole, 2 actors
+    python -m benchmarks.soak --seconds 600 --env Airstriker-Genesis-v0 --update-delay 0.5
 
 Samples the RSS of the learner and each actor every --every seconds into RUN_DIR/soak.csv and
 prints a summary: RSS after the warm-up, the peak after it, and the growth. Exit code 1 when a
@@ -21,12 +21,11 @@ from pathlib import Path
 
 import psutil
 
-from learner.bench_learning import stop_processes
-from tests.conftest import BIN, free_base_port, last_metrics
+from tests.conftest import BIN, free_base_port, last_metrics, stop_processes
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tests.soak", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=float, default=600)
     p.add_argument("--warmup", type=float, default=60, help="seconds before the baseline sample")
     p.add_argument("--every", type=float, default=5)

@@ -1,9 +1,9 @@
 """Learning benchmarks through the real pipeline (learner + actor processes over ZeroMQ).
 
-    python -m learner.bench_learning cartpole [--seeds 1 2 3] [--modes async sync]
-    python -m learner.bench_learning airstriker --frames 2000000 --actors 2 --run-dir runs/air-curve
-    python -m learner.bench_learning curve RUN_DIR      # learning_curve.csv/.png of a finished run
-    python -m learner.bench_learning launch-fps --actors 1 2 --seconds 60   # ./launch.sh N frames/s
+    python -m benchmarks.bench_learning cartpole [--seeds 1 2 3] [--modes async sync]
+    python -m benchmarks.bench_learning airstriker --frames 2000000 --actors 2 --run-dir runs/air-curve
+    python -m benchmarks.bench_learning curve RUN_DIR      # learning_curve.csv/.png of a finished run
+    python -m benchmarks.bench_learning launch-fps --actors 1 2 --seconds 60   # ./launch.sh N frames/s
 """
 
 from __future__ import annotations
@@ -13,88 +13,11 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
-
-# Settings that solve CartPole quickly through the pipeline (see docs/BENCHMARKS.md).
-CARTPOLE_FLAGS = ["--env", "CartPole-v1", "--unroll-length", "64", "--batch-size", "256",
-                  "--epochs", "4", "--minibatches", "4", "--lr", "1e-3", "--ent-coef", "0.0",
-                  "--vtrace-lambda", "0.95", "--gamma", "0.99"]
-
-
-def stop_processes(procs: list[subprocess.Popen], timeout: float = 15) -> None:
-    """SIGTERM every process still running, wait up to `timeout` s each, then SIGKILL."""
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
-def free_base_port() -> int:
-    """A base port P with P, P+1 and P+2 free on 127.0.0.1 (for tests and benchmarks)."""
-    import random
-
-    while True:
-        base = random.randint(20000, 60000)
-        try:
-            for off in range(3):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", base + off))
-            return base
-        except OSError:
-            continue
-
-
-def run_pipeline(flags: list[str], actors: int, run_dir: Path, timeout: float) -> dict:
-    """Start a learner and `actors` actors; wait for the learner to stop by itself."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    port = free_base_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    log = open(run_dir / "learner.log", "w")
-    learner = subprocess.Popen([str(BIN / "learner"), *flags, "--port", str(port), "--run-dir", str(run_dir),
-                                "--quiet"], stdout=log, stderr=subprocess.STDOUT, env=env)
-    procs = []
-    try:
-        deadline = time.monotonic() + 60
-        while "learner ready" not in (run_dir / "learner.log").read_text():
-            if learner.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((run_dir / "learner.log").read_text())
-            time.sleep(0.1)
-        for i in range(actors):
-            with open(run_dir / f"actor_{i}.log", "w") as alog:
-                procs.append(subprocess.Popen([str(BIN / "actor"), "--learner", f"tcp://127.0.0.1:{port}"],
-                                              stdout=alog, stderr=subprocess.STDOUT, env=env))
-        learner.wait(timeout)
-    finally:
-        stop_processes([learner, *procs])
-        log.close()
-    text = (run_dir / "learner.log").read_text()
-    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    m = re.search(r"reached --stop-at-return \S+: mean of the last \d+ episodes (\S+) at ([\d,]+) steps, ([\d.]+) s",
-                  text)
-    return {
-        "solved": m is not None,
-        "steps": int(m.group(2).replace(",", "")) if m else rows[-1]["steps"],
-        "seconds": float(m.group(3)) if m else rows[-1]["wall_s"],
-        "final_mean_return": float(m.group(1)) if m else rows[-1]["mean_return"],
-        "updates": rows[-1]["updates"],
-        "policy_lag_mean": _mean([r["policy_lag_mean"] for r in rows if r["policy_lag_mean"] is not None]),
-        "policy_lag_max": max([r["policy_lag_max"] for r in rows if r["policy_lag_max"] is not None], default=None),
-    }
-
-
-def _mean(xs: list[float]) -> float | None:
-    return round(sum(xs) / len(xs), 3) if xs else None
+from tests.conftest import CARTPOLE_FLAGS, free_base_port, run_pipeline
 
 
 def cartpole(args: argparse.Namespace) -> None:
@@ -184,8 +107,8 @@ def airstriker(args: argparse.Namespace) -> None:
 
 def raw_emulator_fps(seconds: float = 10.0) -> float:
     """Frames/s of the bare emulator on one core, in a process of its own: the reference
-    `learner.bench` uses too (bench_parts.raw_emulator)."""
-    from learner.bench_parts import run_part
+    `benchmarks.bench` uses too (bench_parts.raw_emulator)."""
+    from benchmarks.bench_parts import run_part
 
     return run_part("raw", "--seconds", str(seconds))["frames_per_s"]
 
@@ -221,7 +144,7 @@ def launch_fps(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m learner.bench_learning")
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_learning")
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("cartpole", help="steps and seconds to a mean return of 475 (last 20 episodes)")
     c.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])

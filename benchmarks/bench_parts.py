@@ -1,6 +1,6 @@
-"""One measurement per function, each run in a process of its own by `learner.bench`.
+"""One measurement per function, each run in a process of its own by `benchmarks.bench`.
 
-    python -m learner.bench_parts PART [--seconds S] [--port P] [--run-dir D] [--id I]
+    python -m benchmarks.bench_parts PART [--seconds S] [--port P] [--run-dir D] [--id I]
 
 prints one JSON object on its last line of stdout. A process holds at most one emulator
 (stable-retro allows no more), so every part that steps a game runs alone in its process.
@@ -34,7 +34,7 @@ FIRE = 5  # index of [B] in the Genesis button set: a fixed action that keeps th
 
 def run_part(part: str, *args: str, timeout: float = 600) -> dict[str, Any]:
     """Run one measurement in a fresh process; its last stdout line is the JSON result."""
-    proc = subprocess.run([sys.executable, "-m", "learner.bench_parts", part, *args], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_parts", part, *args], capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -290,7 +290,7 @@ def ingest(seconds: float, run_dir: str) -> dict[str, Any]:
     pull = transport.make_socket(ctx, zmq.PULL, max_bytes=learner.max_bytes, server=True,
                                  tcp_buffer=transport.rollout_tcp_buffer(learner.spec.max_rollout_bytes))
     port = pull.bind_to_random_port("tcp://127.0.0.1")
-    senders = [subprocess.Popen([sys.executable, "-m", "learner.bench_parts", "sender", "--port", str(port),
+    senders = [subprocess.Popen([sys.executable, "-m", "benchmarks.bench_parts", "sender", "--port", str(port),
                                  "--seconds", "3600", "--path", str(run / "rollouts.msgpack")],
                                 stdout=subprocess.DEVNULL) for _ in range(2)]
     try:
@@ -396,7 +396,7 @@ def weights_latency(reps: int, n_subs: int = 8) -> dict[str, Any]:
     port = pub.bind_to_random_port("tcp://127.0.0.1", min_port=20000, max_port=60000)
     acks = ctx.socket(zmq.PULL)
     acks.bind(f"tcp://127.0.0.1:{port + 1}")
-    subs = [subprocess.Popen([sys.executable, "-m", "learner.bench_parts", "subscriber", "--port", str(port),
+    subs = [subprocess.Popen([sys.executable, "-m", "benchmarks.bench_parts", "subscriber", "--port", str(port),
                               "--id", str(i)]) for i in range(n_subs)]
 
     def publish(version: int, session: str = "bench") -> float:
@@ -544,7 +544,7 @@ def consumer(port: int, run_dir: str) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m learner.bench_parts")
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_parts")
     p.add_argument("part", choices=("raw", "actor", "ingest", "sender", "weights", "subscriber", "trainer",
                                     "vector", "consumer"))
     p.add_argument("--seconds", type=float, default=3.0)
