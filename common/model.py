@@ -1,4 +1,5 @@
-"""Actor-critic networks shared by actor and learner: Nature CNN for images, MLP for vectors."""
+"""Actor-critic networks shared by actor and learner: Nature CNN for images, MLP for vectors,
+a small CNN for ConnectX boards."""
 
 from __future__ import annotations
 
@@ -65,6 +66,32 @@ class MLP(nn.Module):
         return self.policy(obs.float().flatten(1))
 
 
+class ConnectXNet(nn.Module):
+    """ConnectX [N, planes, 6, 7] boards: ``blocks`` 3x3 conv layers of ``channels`` (none: an
+    MLP on the flat planes), two shared hidden layers, policy and value heads."""
+
+    def __init__(self, in_planes: int, rows: int, columns: int, n_actions: int, channels: int,
+                 blocks: int, hidden: int):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = in_planes
+        for _ in range(blocks):
+            layers += [_init(nn.Conv2d(c_in, channels, 3, padding=1)), nn.ReLU()]
+            c_in = channels
+        self.torso = nn.Sequential(*layers, nn.Flatten(),
+                                   _init(nn.Linear(c_in * rows * columns, hidden)), nn.ReLU(),
+                                   _init(nn.Linear(hidden, hidden)), nn.ReLU())
+        self.policy = _init(nn.Linear(hidden, n_actions), 0.01)
+        self.value = _init(nn.Linear(hidden, 1), 1.0)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.torso(obs.float())
+        return self.policy(h), self.value(h).squeeze(-1)
+
+    def policy_logits(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.policy(self.torso(obs.float()))
+
+
 def model_spec(frame_shape: tuple[int, ...], frame_stack: int, n_actions: int, hidden: int) -> dict[str, Any]:
     """Everything that fixes the architecture; travels in the welcome message."""
     image = len(frame_shape) == 2
@@ -86,6 +113,10 @@ def build_model(spec: dict[str, Any]) -> nn.Module:
         return NatureCNN(spec["frame_stack"], spec["frame_shape"][0], spec["n_actions"])
     if spec["kind"] == "mlp":
         return MLP(int(np.prod(spec["frame_shape"])) * spec["frame_stack"], spec["n_actions"], spec["hidden"])
+    if spec["kind"] == "connectx":
+        planes, rows, columns = spec["frame_shape"]
+        return ConnectXNet(planes, rows, columns, spec["n_actions"], spec["channels"], spec["blocks"],
+                           spec["hidden"])
     raise ValueError(f"unknown model kind {spec['kind']!r}")
 
 

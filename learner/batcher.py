@@ -28,6 +28,7 @@ class Batch:
     rewards: np.ndarray  # [T, B] float32
     dones: np.ndarray  # [T, B] bool (terminated or truncated)
     lags: np.ndarray  # [B] policy versions between the data and the learner
+    action_mask: np.ndarray | None = None  # [T, B, A] bool: legal actions, for masked envs
 
     @property
     def transitions(self) -> int:

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from common.policy import mask_logits
 from learner.vtrace import from_importance_weights
 
 __all__ = ["LossConfig", "appo_loss"]
@@ -67,6 +68,7 @@ def appo_loss(
     rewards: Tensor,
     discounts: Tensor,
     cfg: LossConfig,
+    action_mask: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """Compute the APPO loss for one time-major batch of trajectories.
 
@@ -80,6 +82,10 @@ def appo_loss(
         rewards: ``[T, B]`` rewards.
         discounts: ``[T, B]`` per-step discounts, ``gamma * (1 - done)``.
         cfg: loss hyper-parameters.
+        action_mask: ``[T, B, A]`` bool, True where an action was legal, or None. Illegal logits
+            become ``MASK_LOGIT`` first (the mask the actor applied), so the log-probabilities
+            in the V-trace and PPO ratios are those of the masked policy and the entropy counts
+            legal actions only.
 
     Returns:
         ``(loss, stats)``: the scalar loss to minimise,
@@ -98,7 +104,9 @@ def appo_loss(
     if actions.dtype != torch.int64:
         raise ValueError(f"actions must be int64, got {actions.dtype}")
 
-    log_probs = F.log_softmax(logits, dim=-1)
+    if action_mask is not None and action_mask.shape != logits.shape:
+        raise ValueError(f"action_mask must be [T, B, A] = {tuple(logits.shape)}, got {tuple(action_mask.shape)}")
+    log_probs = F.log_softmax(mask_logits(logits, action_mask), dim=-1)
     logp = log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
     log_ratio = logp - behaviour_logp
     log_rhos = log_ratio.detach()

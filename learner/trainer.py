@@ -43,6 +43,7 @@ class Trainer:
         logp = self._tensor(batch.behaviour_logp)
         rewards = self._tensor(batch.rewards)
         discounts = self.cfg.gamma * (1.0 - self._tensor(batch.dones, torch.float32))
+        masks = None if batch.action_mask is None else self._tensor(batch.action_mask)
         T1, B = obs.shape[:2]
         stats: dict[str, float] = {}
         n = 0
@@ -55,7 +56,8 @@ class Trainer:
                 logits = logits.view(T1, len(mb), -1)
                 values = values.view(T1, len(mb))
                 loss, s = appo_loss(logits[:-1], values[:-1], values[-1], actions[:, mb], logp[:, mb],
-                                    rewards[:, mb], discounts[:, mb], self.loss_cfg)
+                                    rewards[:, mb], discounts[:, mb], self.loss_cfg,
+                                    None if masks is None else masks[:, mb])
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 s["losses/grad_norm"] = float(nn.utils.clip_grad_norm_(self.model.parameters(),
