@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from common.framestack import FrameStack
+from common.policy import sample_action
 from common.protocol import Rollout
 
 
@@ -54,12 +55,7 @@ class RolloutCollector:
         obs = torch.from_numpy(self.stack.buf).unsqueeze(0)
         with torch.inference_mode():
             logits = model.policy_logits(obs)
-        probs = torch.softmax(logits[0].double(), dim=0).numpy()
-        if self.epsilon > 0.0:  # behaviour = mixture; V-trace corrects for it on the learner
-            probs = (1.0 - self.epsilon) * probs + self.epsilon / len(probs)
-        cdf = np.cumsum(probs)
-        action = int(min(np.searchsorted(cdf, self.rng.random() * cdf[-1], side="right"), len(probs) - 1))
-        return action, float(np.log(max(probs[action], 1e-30)))
+        return sample_action(logits[0], self.rng, epsilon=self.epsilon)
 
     def collect(self, model: nn.Module, policy_version: int) -> Rollout:
         T, stack = self.T, self.stack

@@ -53,11 +53,10 @@ def _timed(fn: Callable[[], Any], seconds: float, min_calls: int = 3) -> float:
 
 
 def _model_and_spec():
-    from common.envs import env_signature
-    from common.model import build_model, model_spec
+    from common.config import Config
+    from common.model import build_model, env_model_spec
 
-    sig = env_signature(ENV)
-    spec = model_spec(sig.obs_shape, 4, sig.n_actions, 64)
+    _, spec = env_model_spec(Config(env=ENV))
     return build_model(spec), spec
 
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from common.config import Config
+    from common.envs import EnvSignature
 
 
 def _init(layer: nn.Module, gain: float = float(np.sqrt(2))) -> nn.Module:
@@ -102,6 +106,16 @@ def model_spec(frame_shape: tuple[int, ...], frame_stack: int, n_actions: int, h
         "n_actions": n_actions,
         "hidden": hidden,
     }
+
+
+def env_model_spec(cfg: Config) -> tuple[EnvSignature, dict[str, Any]]:
+    """The environment's signature and the model spec a configuration gives (the learner's
+    derivation, in one place). Starts no retro emulator."""
+    from common import envs
+    from common.config import env_kwargs
+
+    sig = envs.env_signature(cfg.env, **env_kwargs(cfg, envs.is_retro_game(cfg.env)))
+    return sig, model_spec(sig.obs_shape, cfg.frame_stack, sig.n_actions, cfg.hidden_size)
 
 
 def spec_hash(spec: dict[str, Any]) -> str:

@@ -1,8 +1,11 @@
-"""Action masking shared by actor, learner loss and evaluation.
+"""Acting from policy logits, one home for actor, learner loss, evaluation and anything that plays.
 
-Illegal actions get the logit ``MASK_LOGIT`` before the softmax: a large *finite* negative, so
-their probability is exactly 0 in float32 while ``p * log p`` stays 0 (with -inf it would be
-NaN), and the entropy and log-probabilities of the masked policy count legal actions only.
+Masking: illegal actions get the logit ``MASK_LOGIT`` before the softmax: a large *finite*
+negative, so their probability is exactly 0 in float32 while ``p * log p`` stays 0 (with -inf it
+would be NaN), and the entropy and log-probabilities of the masked policy count legal actions only.
+
+Sampling: `sample_action` turns the logits of one observation into an action and the
+log-probability of the distribution it was drawn from (the behaviour log-probability V-trace needs).
 """
 
 from __future__ import annotations
@@ -25,3 +28,35 @@ def mask_logits_np(logits: np.ndarray, action_mask: np.ndarray | None) -> np.nda
     if action_mask is None:
         return logits
     return np.where(action_mask, logits, np.asarray(MASK_LOGIT, logits.dtype))
+
+
+def action_probs(logits: np.ndarray | torch.Tensor, epsilon: float = 0.0) -> np.ndarray:
+    """Softmax in float64 over the last axis, mixed with `epsilon` of uniform noise."""
+    if isinstance(logits, torch.Tensor):
+        logits = logits.detach().to("cpu", torch.float64).numpy()
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    probs = e / e.sum(axis=-1, keepdims=True)
+    if epsilon > 0.0:  # behaviour = mixture; V-trace corrects for it on the learner
+        probs = (1.0 - epsilon) * probs + epsilon / probs.shape[-1]
+    return probs
+
+
+def sample_action(logits: np.ndarray | torch.Tensor, rng: np.random.Generator, *,
+                  greedy: bool = False, epsilon: float = 0.0) -> tuple[int, float]:
+    """One action from the logits of one observation ([n_actions]) and its log-probability.
+
+    Sampled by inverse CDF with one `rng.random()` draw (so a seeded Generator repeats the same
+    actions), or the argmax with `greedy` (no draw). The log-probability is that of the
+    distribution the action came from: the policy mixed with `epsilon` of uniform noise.
+    """
+    probs = action_probs(logits, epsilon)
+    if probs.ndim != 1:
+        raise ValueError(f"sample_action takes the logits of one observation, got shape {probs.shape}")
+    if greedy:
+        action = int(np.argmax(probs))
+    else:
+        cdf = np.cumsum(probs)
+        action = int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(probs) - 1))
+    return action, float(np.log(max(probs[action], 1e-30)))

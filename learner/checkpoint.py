@@ -15,6 +15,10 @@ log = logging.getLogger("learner")
 PATTERN = re.compile(r"ckpt_(\d+)\.pt$")
 
 
+class CheckpointError(ValueError):
+    """A checkpoint problem, worded as one line for the user."""
+
+
 def checkpoint_path(directory: str | Path, updates: int) -> Path:
     return Path(directory) / f"ckpt_{updates}.pt"
 
@@ -28,14 +32,12 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def save(directory: str | Path, updates: int, payload: dict[str, Any], keep: int) -> Path:
-    """Write to a temporary file, fsync, then rename: a crash never leaves a half-written ckpt."""
-    d = Path(directory)
+def write_atomic(path: str | Path, payload: dict[str, Any]) -> Path:
+    """torch.save to a temporary file, fsync, then rename: `path` is never half-written."""
+    final = Path(path)
+    d = final.parent
     d.mkdir(parents=True, exist_ok=True)
-    final = checkpoint_path(d, updates)
-    for stale in d.glob(".ckpt_*.tmp"):  # left by a process killed mid-write; one learner per run dir
-        stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".ckpt_", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{final.stem}_", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(payload, fh)
@@ -50,6 +52,17 @@ def save(directory: str | Path, updates: int, payload: dict[str, Any], keep: int
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return final
+
+
+def save(directory: str | Path, updates: int, payload: dict[str, Any], keep: int) -> Path:
+    """Write ckpt_<updates>.pt atomically and keep the newest `keep`: a crash never leaves a
+    half-written checkpoint."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    for stale in d.glob(".ckpt_*.tmp"):  # left by a process killed mid-write; one learner per run dir
+        stale.unlink(missing_ok=True)
+    final = write_atomic(checkpoint_path(d, updates), payload)
     for old in list_checkpoints(d)[:-keep]:
         old.unlink(missing_ok=True)
     return final
@@ -59,11 +72,61 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
+def load_error(path: str | Path, exc: BaseException) -> str:
+    """One line saying why `path` does not load."""
+    text = str(exc).strip()
+    msg = text.splitlines()[0] if text else type(exc).__name__
+    if len(msg) > 160:
+        msg = msg[:157] + "..."
+    return f"{path} does not load (damaged, or not a checkpoint): {type(exc).__name__}: {msg}"
+
+
 def load_latest(directory: str | Path, map_location: str | torch.device = "cpu") -> tuple[Path, dict] | None:
-    """The newest checkpoint that loads; a damaged newest one falls back to the one before."""
-    for path in reversed(list_checkpoints(directory)):
+    """The newest checkpoint that loads; a damaged newest one is logged and the one before taken.
+
+    None when `directory` holds no checkpoint; `CheckpointError` when it holds some and none loads.
+    """
+    found = list_checkpoints(directory)
+    errors: list[str] = []
+    for path in reversed(found):
+        try:
+            ckpt = load(path, map_location)
+        except Exception as exc:  # a damaged file: say so and take the previous one
+            errors.append(load_error(path, exc))
+            continue
+        for err in errors:
+            log.warning("%s; using %s", err, path.name)
+        return path, ckpt
+    if not found:
+        return None
+    if len(found) == 1:
+        raise CheckpointError(errors[0])
+    raise CheckpointError(f"none of the {len(found)} checkpoints in {directory} loads; newest: {errors[0]}")
+
+
+def find(run_dir_or_file: str | Path, checkpoint: str | Path | None = None,
+         map_location: str | torch.device = "cpu") -> tuple[Path, dict[str, Any]]:
+    """A checkpoint file, or a run directory's newest checkpoint that loads (or `checkpoint`:
+    a path, or a file name in RUN_DIR/checkpoints). Raises `CheckpointError` (one line)."""
+    given = Path(run_dir_or_file)
+    if checkpoint is None and given.is_file():
+        checkpoint, given = given, given.parent
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        in_run = given / "checkpoints" / path
+        if not path.is_file() and not path.is_absolute() and in_run.is_file():
+            path = in_run  # `--checkpoint ckpt_200.pt` names one of the run's checkpoints
+        if not path.is_file():
+            where = "" if path.is_absolute() else f" (nor in {given / 'checkpoints'})"
+            raise CheckpointError(f"checkpoint not found: {checkpoint}{where}")
         try:
             return path, load(path, map_location)
-        except Exception:  # a damaged file: say so and try the previous one
-            log.warning("checkpoint %s does not load; trying an older one", path)
-    return None
+        except Exception as exc:
+            raise CheckpointError(load_error(path, exc)) from exc
+    if not given.is_dir():
+        raise CheckpointError(f"run directory not found: {given}")
+    latest = load_latest(given / "checkpoints", map_location)
+    if latest is None:
+        raise CheckpointError(f"no checkpoint in {given / 'checkpoints'} (the learner writes ckpt_N.pt "
+                              "every save_interval updates and when it stops)")
+    return latest

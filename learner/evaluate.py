@@ -1,7 +1,8 @@
 """`learner evaluate RUN_DIR`: play a checkpoint without a learner or actors, optionally to a video.
 
-The policy acts exactly as an actor's does (same env pipeline, same frame stack, actions sampled
-from the softmax with a seeded numpy Generator, or the argmax with ``greedy``). Returns are the
+The policy is `learner.policy.load_policy`'s: it acts exactly as an actor's does (same env
+pipeline, same frame stack, actions sampled from the softmax with a seeded numpy Generator, or
+the argmax with ``greedy``). Returns are the
 raw game score: rewards are never clipped here, and an ``info['raw_reward']`` wins if the env
 reports one.
 
@@ -21,6 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from common.config import env_kwargs
+from learner.policy import PolicyError, load_policy
+
 log = logging.getLogger("learner")
 
 MAX_VIDEO_FRAMES = 1000
@@ -28,94 +32,12 @@ VIDEO_STRIDE = 2  # record every 2nd agent step to start with
 VIDEO_SUFFIXES = (".gif", ".mp4")
 
 
-class EvaluateError(Exception):
-    """One-line, user-facing message."""
+EvaluateError = PolicyError  # one-line, user-facing message
 
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-# --------------------------------------------------------------------------- checkpoint
-
-
-def _load_error(path: Path, exc: BaseException) -> str:
-    msg = _first_line(exc)
-    if len(msg) > 160:
-        msg = msg[:157] + "..."
-    return f"{path} does not load (damaged, or not a checkpoint): {type(exc).__name__}: {msg}"
-
-
-def _find_checkpoint(run_dir: Path, checkpoint: str | Path | None) -> tuple[Path, dict[str, Any]]:
-    from learner import checkpoint as ckpt_mod
-
-    if checkpoint is not None:
-        path = Path(checkpoint)
-        in_run = run_dir / "checkpoints" / path
-        if not path.is_file() and not path.is_absolute() and in_run.is_file():
-            path = in_run  # `--checkpoint ckpt_200.pt` names one of the run's checkpoints
-        if not path.is_file():
-            where = "" if path.is_absolute() else f" (nor in {run_dir / 'checkpoints'})"
-            raise EvaluateError(f"checkpoint not found: {checkpoint}{where}")
-        try:
-            return path, ckpt_mod.load(path)
-        except Exception as exc:
-            raise EvaluateError(_load_error(path, exc)) from exc
-    if not run_dir.is_dir():
-        raise EvaluateError(f"run directory not found: {run_dir}")
-    ckpt_dir = run_dir / "checkpoints"
-    found = ckpt_mod.list_checkpoints(ckpt_dir)
-    if not found:
-        raise EvaluateError(f"no checkpoint in {ckpt_dir} (the learner writes ckpt_N.pt every "
-                            "save_interval updates and when it stops)")
-    errors: list[str] = []
-    for path in reversed(found):  # newest first; a damaged one falls back to the one before
-        try:
-            ckpt = ckpt_mod.load(path)
-        except Exception as exc:
-            errors.append(_load_error(path, exc))
-            continue
-        for err in errors:
-            log.warning("%s; using %s", err, path.name)
-        return path, ckpt
-    if len(found) == 1:
-        raise EvaluateError(errors[0])
-    raise EvaluateError(f"none of the {len(found)} checkpoints in {ckpt_dir} loads; newest: {errors[0]}")
-
-
-def _config_from(path: Path, ckpt: dict[str, Any]):
-    from common.config import FIELDS, Config, ConfigError
-
-    for key in ("model", "config", "model_spec"):
-        if not isinstance(ckpt, dict) or key not in ckpt:
-            raise EvaluateError(f"{path} is not a retrofleet checkpoint (no {key!r} entry)")
-    if not isinstance(ckpt["config"], dict) or not isinstance(ckpt["model_spec"], dict):
-        raise EvaluateError(f"{path} is not a retrofleet checkpoint (config or model_spec is not a dict)")
-    saved = dict(ckpt["config"])
-    unknown = sorted(set(saved) - set(FIELDS))
-    if unknown:  # a checkpoint from another version of retrofleet: the env settings still apply
-        log.warning("%s: ignoring unknown config keys %s", path, ", ".join(unknown))
-    try:
-        return Config(**{k: v for k, v in saved.items() if k in FIELDS})
-    except (ConfigError, TypeError) as exc:
-        raise EvaluateError(f"{path}: bad config in checkpoint: {_first_line(exc)}") from exc
-
-
-def _model_from(path: Path, ckpt: dict[str, Any]):
-    from common.model import build_model
-
-    spec = ckpt["model_spec"]
-    try:
-        model = build_model(spec)
-        state = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
-        model.load_state_dict(state)
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        detail = " ".join(str(exc).split())  # load_state_dict lists the keys on further lines
-        if len(detail) > 200:
-            detail = detail[:197] + "..."
-        raise EvaluateError(f"{path}: model does not match its model_spec: {detail}") from exc
-    return model.eval()
 
 
 # --------------------------------------------------------------------------- video
@@ -245,20 +167,6 @@ def write_video(path: str | Path, frames: list[np.ndarray], fps: float) -> None:
 # --------------------------------------------------------------------------- play
 
 
-def _pick(model, stack_buf: np.ndarray, rng: np.random.Generator, greedy: bool) -> int:
-    """Same arithmetic as actor.rollout.RolloutCollector._act (without epsilon)."""
-    import torch
-
-    obs = torch.from_numpy(stack_buf).unsqueeze(0)
-    with torch.inference_mode():
-        logits = model.policy_logits(obs)
-    if greedy:
-        return int(torch.argmax(logits[0]).item())
-    probs = torch.softmax(logits[0].double(), dim=0).numpy()
-    cdf = np.cumsum(probs)
-    return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(probs) - 1))
-
-
 def evaluate(
     run_dir: str | Path,
     *,
@@ -267,70 +175,55 @@ def evaluate(
     video: str | Path | None = None,
     seed: int = 12345,
     greedy: bool = False,
+    max_steps: int | None = None,
 ) -> dict[str, Any]:
-    """Play `episodes` episodes of a run's newest checkpoint (or `checkpoint`).
+    """Play `episodes` episodes of a run's newest checkpoint (or `checkpoint`), each cut after
+    `max_steps` agent steps when given.
 
     Returns ``{'mean_return', 'returns', 'lengths', 'checkpoint'}`` (lengths in agent steps,
     checkpoint the file played) plus ``'video'`` (the path) when a video was written.
     Raises ``EvaluateError`` with a one-line message for anything a user can fix.
     """
     from common import envs
-    from common.config import env_kwargs
-    from common.framestack import FrameStack
 
     if episodes < 1:
         raise EvaluateError(f"episodes must be at least 1, got {episodes}")
+    if max_steps is not None and max_steps < 1:
+        raise EvaluateError(f"max_steps must be at least 1, got {max_steps}")
     video_path = _check_video_path(video) if video else None
-    run_dir = Path(run_dir)
-    path, ckpt = _find_checkpoint(run_dir, checkpoint)
-    cfg = _config_from(path, ckpt)
-    spec = ckpt["model_spec"]
-    model = _model_from(path, ckpt)
-
-    is_retro = envs.is_retro_game(cfg.env)
-    kwargs = env_kwargs(cfg, is_retro)
-    kwargs["clip_rewards"] = False  # report the game score; the policy never sees rewards
-    try:
-        env = envs.make_env(cfg.env, seed=seed, **kwargs)
-    except envs.EnvError as exc:
-        raise EvaluateError(str(exc)) from exc
+    policy = load_policy(run_dir, checkpoint=checkpoint, seed=seed)
+    env = policy.make_env(seed=seed)  # the game score: rewards are never clipped here
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one observation at a time, as the actor does: extra threads only cost
     try:  # one retro emulator per process: always close it
-        n_actions = int(env.action_space.n)
-        frame_shape = tuple(env.observation_space.shape)
-        if n_actions != spec["n_actions"] or list(frame_shape) != list(spec["frame_shape"]):
-            raise EvaluateError(
-                f"{path} was made for {spec['n_actions']} actions and frames of shape "
-                f"{tuple(spec['frame_shape'])}, but {cfg.env} now gives {n_actions} and {frame_shape}")
-        rng = np.random.default_rng(seed)
         returns: list[float] = []
         lengths: list[int] = []
         obs, _ = env.reset()
-        obs = np.asarray(obs)
-        stack = FrameStack(spec["frame_stack"], obs.shape, obs.dtype)
-        stack.reset(obs)
+        newest = [np.asarray(obs)]
         recorder: _Recorder | None = None
         if video_path is not None:
-            grab, hz = _frame_source(env, is_retro, kwargs["frame_skip"], lambda: stack.newest)
+            is_retro = envs.is_retro_game(policy.config.env)
+            skip = env_kwargs(policy.config, is_retro)["frame_skip"]
+            grab, hz = _frame_source(env, is_retro, skip, lambda: newest[0])
             recorder = _Recorder(grab, hz)
         for episode in range(episodes):
             if episode:
                 obs, _ = env.reset()
-                stack.reset(obs)
+                newest[0] = np.asarray(obs)
+            policy.reset()
             recording = recorder is not None and episode == 0
             if recording:
                 recorder.capture()
             total, steps, done = 0.0, 0, False
             while not done:
-                action = _pick(model, stack.buf, rng, greedy)
+                action = policy.act(newest[0], greedy=greedy)
                 obs, reward, term, trunc, info = env.step(action)
+                newest[0] = np.asarray(obs)  # the video's fallback picture shows it
                 total += float(info.get("raw_reward", reward))
                 steps += 1
-                done = bool(term or trunc)
-                stack.push(obs)  # after the last step too (the video shows it); reset() follows
+                done = bool(term or trunc) or (max_steps is not None and steps >= max_steps)
                 if recording:
                     recorder.capture()
             returns.append(total)
@@ -344,7 +237,7 @@ def evaluate(
         "mean_return": float(np.mean(returns)),
         "returns": returns,
         "lengths": lengths,
-        "checkpoint": str(path),
+        "checkpoint": str(policy.checkpoint),
     }
     if video_path is not None and recorder is not None:
         write_video(video_path, recorder.frames, recorder.fps)

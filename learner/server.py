@@ -23,7 +23,7 @@ import zmq.asyncio
 
 from common import envs, protocol, transport
 from common.config import Config, actor_epsilon, actor_seed, dump_toml, env_kwargs
-from common.model import build_model, model_spec, spec_hash, state_to_numpy
+from common.model import build_model, env_model_spec, spec_hash, state_to_numpy
 from common.protocol import ProtocolError, RolloutSpec
 from learner import checkpoint
 from learner.batcher import Batch, Batcher, collate
@@ -71,12 +71,10 @@ class Learner:
         self.keys = keys
         is_retro = envs.is_retro_game(cfg.env)
         self.env_kwargs = env_kwargs(cfg, is_retro)
-        sig = envs.env_signature(cfg.env, **self.env_kwargs)
-        stack = cfg.frame_stack if sig.is_image else 1
-        self.model_spec = model_spec(sig.obs_shape, stack, sig.n_actions, cfg.hidden_size)
+        sig, self.model_spec = env_model_spec(cfg)
         self.spec_hash = spec_hash(self.model_spec)
-        self.spec = RolloutSpec(cfg.unroll_length, tuple(sig.obs_shape), sig.obs_dtype, stack,
-                                sig.n_actions, self.env_kwargs["frame_skip"])
+        self.spec = RolloutSpec(cfg.unroll_length, tuple(sig.obs_shape), sig.obs_dtype,
+                                self.model_spec["frame_stack"], sig.n_actions, self.env_kwargs["frame_skip"])
         self.max_bytes = int(cfg.max_message_mb * (1 << 20))
         self.device = pick_device(cfg.device)
         torch.set_num_threads(torch_threads(cfg))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+
+import pytest
 import torch
 
 from learner import checkpoint
-from tests.conftest import free_base_port, last_metrics, wait_for
+from tests.conftest import BIN, free_base_port, last_metrics, wait_for
 
 
 def test_rotation_keeps_newest_and_leaves_no_temp_files(tmp_path):
@@ -50,3 +53,38 @@ def test_resume_continues_counters_model_and_optimizer(procs, tmp_path):
     wait_for(lambda: last_metrics(run).get("updates", 0) >= updates + 5, 60, "updates after resume")
     row = last_metrics(run)
     assert row["frames"] > frames, "frames continue from the checkpoint, not from zero"
+
+
+def test_no_checkpoint_is_none_and_all_damaged_is_one_clear_error(tmp_path):
+    assert checkpoint.load_latest(tmp_path) is None
+    (tmp_path / "ckpt_1.pt").write_bytes(b"garbage")
+    (tmp_path / "ckpt_2.pt").write_bytes(b"garbage")
+    with pytest.raises(checkpoint.CheckpointError, match="none of the 2 checkpoints") as info:
+        checkpoint.load_latest(tmp_path)
+    assert "\n" not in str(info.value)
+
+
+def test_find_takes_a_run_directory_a_file_or_a_name_in_the_run(tmp_path):
+    ckpts = tmp_path / "checkpoints"
+    checkpoint.save(ckpts, 3, {"w": torch.ones(1)}, keep=3)
+    newest = checkpoint.save(ckpts, 7, {"w": torch.ones(1) * 7}, keep=3)
+    assert checkpoint.find(tmp_path)[0] == newest
+    assert checkpoint.find(newest)[0] == newest
+    assert checkpoint.find(tmp_path, "ckpt_3.pt")[0] == ckpts / "ckpt_3.pt"
+    with pytest.raises(checkpoint.CheckpointError, match="checkpoint not found"):
+        checkpoint.find(tmp_path, "ckpt_9.pt")
+    with pytest.raises(checkpoint.CheckpointError, match="run directory not found"):
+        checkpoint.find(tmp_path / "nope")
+
+
+def test_resume_from_only_damaged_checkpoints_stops_with_one_line(tmp_path):
+    """Starting fresh would rotate the damaged files away; the learner says so and stops."""
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "ckpt_5.pt").write_bytes(b"half-written")
+    out = subprocess.run([str(BIN / "learner"), "--env", "CartPole-v1", "--run-dir", str(tmp_path / "run"),
+                          "--resume", "--port", str(free_base_port())],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert lines[-1].startswith("learner: error:") and "ckpt_5.pt does not load" in lines[-1], out.stderr
+    assert (tmp_path / "run" / "checkpoints" / "ckpt_5.pt").read_bytes() == b"half-written"

@@ -13,6 +13,7 @@ import zmq.auth
 from common import protocol
 from tests.conftest import (
     BIN,
+    CARTPOLE,
     ROOT,
     cartpole_rollout,
     free_base_port,
@@ -20,8 +21,6 @@ from tests.conftest import (
     read_actors,
     wait_for,
 )
-
-CARTPOLE = ("--env", "CartPole-v1", "--batch-size", "256")
 
 
 def _keygen(keys: Path, n: int) -> str:

@@ -14,9 +14,8 @@ import imageio.v3 as iio
 import pytest
 import torch
 
-from common import envs
-from common.config import Config, env_kwargs
-from common.model import build_model, model_spec
+from common.config import Config
+from common.model import build_model, env_model_spec
 from learner import checkpoint
 from learner.evaluate import EvaluateError, evaluate
 
@@ -26,10 +25,7 @@ AIR = "Airstriker-Genesis-v0"
 
 def make_checkpoint(run_dir: Path, cfg: Config, updates: int = 5, seed: int = 0) -> Path:
     """A checkpoint with the payload of learner.server.Learner._payload, for an untrained model."""
-    is_retro = envs.is_retro_game(cfg.env)
-    sig = envs.env_signature(cfg.env, **env_kwargs(cfg, is_retro))
-    stack = cfg.frame_stack if sig.is_image else 1
-    spec = model_spec(sig.obs_shape, stack, sig.n_actions, cfg.hidden_size)
+    _, spec = env_model_spec(cfg)
     torch.manual_seed(seed)
     model = build_model(spec)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)

@@ -20,6 +20,7 @@ import zmq
 from common import protocol
 from learner import checkpoint
 from tests.conftest import (
+    CARTPOLE,
     ROOT,
     cartpole_rollout,
     free_base_port,
@@ -28,8 +29,6 @@ from tests.conftest import (
     read_metrics,
     wait_for,
 )
-
-CARTPOLE = ("--env", "CartPole-v1", "--batch-size", "256")
 
 
 def _say(what: str, **numbers) -> None:

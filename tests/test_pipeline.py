@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import msgpack
-import numpy as np
 import zmq
 
 from common import protocol
 from common.protocol import RolloutSpec
-from tests.conftest import cartpole_rollout, free_base_port, last_metrics, read_actors, wait_for
+from tests.conftest import CARTPOLE, free_base_port, last_metrics, read_actors, wait_for
 
 
 def _hello(ctx: zmq.Context, port: int) -> dict:
@@ -26,7 +24,7 @@ def _hello(ctx: zmq.Context, port: int) -> dict:
 def test_actors_and_learner_update_and_adopt_weights(procs, tmp_path):
     port = free_base_port()
     run = tmp_path / "run"
-    procs.learner("--env", "CartPole-v1", "--batch-size", "256", port=port, run_dir=run)
+    procs.learner(*CARTPOLE, port=port, run_dir=run)
     procs.actor(port, "a0")
     procs.actor(port, "a1")
 
@@ -50,60 +48,6 @@ def test_actors_and_learner_update_and_adopt_weights(procs, tmp_path):
     assert row["dropped_stale"] == 0
     assert row["policy_lag_max"] is not None and row["policy_lag_max"] <= 3
     assert row["frames"] > 30 * 256 and row["episodes"] > 0 and row["rejected_messages"] == 0
-
-
-def _bad_messages(actor_id: int, T: int) -> list[bytes]:
-    """One message for each way a rollout can be wrong."""
-    good = msgpack.unpackb(protocol.encode_rollout(cartpole_rollout(actor_id, T)), raw=False)
-
-    def variant(**changes) -> bytes:
-        msg = {**good, **changes}
-        return msgpack.packb(msg, use_bin_type=True)
-
-    frames = good["frames"]
-    return [
-        variant(frames={**frames, "dtype": "int64"}),  # wrong dtype
-        variant(frames={**frames, "shape": [T + 1, 8]}),  # shape that lies about its bytes
-        variant(frames={**frames, "data": frames["data"][:-7]}),  # truncated data
-        variant(rewards=protocol.pack_array(np.full(T, np.nan, np.float32))),  # NaN reward
-        variant(kind="gradient"),  # unknown kind
-        variant(policy_version=10**6),  # a policy version from the future
-        variant(actor_id=actor_id + 999),  # an actor id nobody was given
-        protocol.encode_rollout(cartpole_rollout(actor_id, T))[:50],  # truncated message
-        b"\x00\xffnot msgpack at all",
-    ]
-
-
-def test_bad_messages_are_rejected_counted_and_training_goes_on(procs, tmp_path):
-    port = free_base_port()
-    run = tmp_path / "run"
-    procs.learner("--env", "CartPole-v1", "--batch-size", "128", "--unroll-length", "32",
-                  port=port, run_dir=run)
-    procs.actor(port, "a0")
-    wait_for(lambda: last_metrics(run).get("updates", 0) >= 5, 60, "first updates")
-
-    ctx = zmq.Context()
-    push = ctx.socket(zmq.PUSH)
-    push.linger = 1000
-    push.connect(f"tcp://127.0.0.1:{port + 1}")
-    try:
-        welcome = _hello(ctx, port)
-        bad = _bad_messages(welcome["actor_id"], 32)
-        rounds = 5
-        for _ in range(rounds):
-            for buf in bad:
-                push.send(buf)
-        updates_before = last_metrics(run)["updates"]
-        row = wait_for(lambda: (m := last_metrics(run)).get("rejected_messages", 0) >= rounds * len(bad) and m,
-                       30, "all bad messages counted")
-    finally:
-        push.close()
-        ctx.term()
-    assert row["rejected_messages"] == rounds * len(bad)
-    wait_for(lambda: last_metrics(run)["updates"] >= updates_before + 10, 60, "updates after the attack")
-    log = (tmp_path / "learner.log").read_text()
-    assert "Traceback" not in log
-    assert log.count("rejected message") < rounds * len(bad), "rejections are logged at a limited rate"
 
 
 def test_spec_in_welcome_matches_cartpole(procs, tmp_path):
