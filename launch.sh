@@ -13,7 +13,9 @@ PY="$VENV/bin/python"
 # The torch build installed when none is there yet; override for another build or version.
 TORCH_SPEC="${RETROFLEET_TORCH:-torch==2.13.0}"
 
-say() { printf '[launch] %s\n' "$*"; }
+BAR_PID=""  # the progress bar's process (learner.progress), when stdout is a terminal
+# With a bar on the terminal, a line first clears the bar's line; the bar redraws below it.
+say() { if [[ -n "$BAR_PID" ]]; then printf '\r\033[2K[launch] %s\n' "$*"; else printf '[launch] %s\n' "$*"; fi; }
 die() { printf 'launch.sh: error: %s\n' "$*" >&2; exit 2; }
 
 usage() {
@@ -108,10 +110,17 @@ start_actor() {
 
 alive() { [[ -n "$1" ]] && kill -0 "$1" 2>/dev/null; }
 
+stop_bar() {
+  [[ -n "$BAR_PID" ]] || return 0
+  kill -TERM "$BAR_PID" 2>/dev/null; wait "$BAR_PID" 2>/dev/null
+  BAR_PID=""
+}
+
 shutdown() {
   [[ $STOPPING == 1 ]] && return
   STOPPING=1
   say "stopping: learner writes a final checkpoint, actors exit..."
+  stop_bar
   local pids=()
   for p in "${ACTOR_PIDS[@]}"; do alive "$p" && pids+=("$p"); done
   alive "$LEARNER_PID" && pids+=("$LEARNER_PID")
@@ -161,11 +170,18 @@ fi
 
 for ((i = 0; i < N; i++)); do start_actor "$i"; done
 say "$N actors joining $ADDR; logs in $RUN_DIR (learner.log, actor_<i>.log)"
+# A run with an end (--total-frames, --stop-at-return, --max-minutes) gets a progress bar on a
+# terminal, drawn from the run directory; logs and pipes get the plain status line.
+if [[ -n "$LEARNER_PID" && -t 1 ]] && "$PY" -m learner.progress "$RUN_DIR" --check; then
+  "$PY" -m learner.progress "$RUN_DIR" &
+  BAR_PID=$!
+fi
 
 last_status=0
 while true; do
   if [[ -n "$LEARNER_PID" ]] && ! alive "$LEARNER_PID"; then
     wait "$LEARNER_PID"; rc=$?
+    stop_bar
     STOPPING=0; LEARNER_PID=""; shutdown
     tail -n 2 "$RUN_DIR/learner.log"
     say "learner exited with code $rc; run directory $RUN_DIR"
@@ -183,7 +199,7 @@ while true; do
       start_actor "$i"; RESTARTS=$((RESTARTS + 1)); up=$((up + 1))
     fi
   done
-  if (( SECONDS - last_status >= 5 )); then
+  if [[ -z "$BAR_PID" ]] && (( SECONDS - last_status >= 5 )); then
     last_status=$SECONDS
     status=""
     [[ -n "$LEARNER_PID" ]] && status="$(grep -E '^\[ *[0-9]+s\]' "$RUN_DIR/learner.log" | tail -n 1)"

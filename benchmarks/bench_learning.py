@@ -17,7 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.conftest import CARTPOLE_FLAGS, free_base_port, run_pipeline
+from tests.conftest import free_base_port, run_pipeline
 
 
 def cartpole(args: argparse.Namespace) -> None:
@@ -25,7 +25,7 @@ def cartpole(args: argparse.Namespace) -> None:
     results = []
     for mode in args.modes:
         for seed in args.seeds:
-            flags = [*CARTPOLE_FLAGS, "--mode", mode, "--seed", str(seed), "--stop-at-return", "475",
+            flags = ["--env", "CartPole-v1", "--mode", mode, "--seed", str(seed), "--stop-at-return", "475",
                      "--return-window", "20", "--total-frames", str(args.max_steps), *args.extra]
             r = run_pipeline(flags, args.actors, out / f"cartpole_{mode}_{seed}", timeout=args.timeout)
             r.update(mode=mode, seed=seed)

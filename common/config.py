@@ -30,6 +30,8 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 class Config:
     # environment
     env: str = _f("Airstriker-Genesis-v0", "stable-retro game id (ends in -v0) or Gymnasium id")
+    preset: str = _f("auto", "settings for the env from common/presets.toml: auto (picked by --env), "
+                     "a section's name, or none; flags and --config override it")
     frame_skip: int = _f(4, "emulator frames per agent step for retro games (max over the last two)")
     frame_stack: int = _f(4, "frames stacked into one observation for image games")
     frame_size: int = _f(84, "image observations are grayscale frame_size x frame_size")
@@ -66,6 +68,7 @@ class Config:
     total_frames: int = _f(0, "stop cleanly after this many emulator frames (0 = run until stopped)")
     stop_at_return: float = _f(0.0, "stop cleanly once the mean return reaches this (0 = never)")
     return_window: int = _f(100, "episodes in the mean return of reports and --stop-at-return")
+    max_minutes: float = _f(0.0, "stop cleanly after this many minutes of wall clock (0 = never)")
     # process and network
     bind: str = _f("127.0.0.1", "address the learner binds (0.0.0.0 for remote actors)")
     port: int = _f(5555, "base port P: control P, rollouts P+1, weights P+2")
@@ -80,6 +83,13 @@ class Config:
     max_checkpoints: int = _f(3, "newest checkpoints kept")
     resume: bool = _f(False, "continue the newest checkpoint of --run-dir")
     quiet: bool = _f(False, "no console status lines (metrics.jsonl is still written)")
+    eval_interval: float = _f(
+        5.0, "minutes between evaluations: one greedy episode of the current policy in a separate "
+        "process, its GIF and return in RUN_DIR/eval/ and TensorBoard; also when the run reaches its "
+        "end (0 = never)")
+    eval_max_steps: int = _f(5000, "an evaluation episode is cut after this many agent steps")
+    wandb: bool = _f(False, "also log the metrics to Weights & Biases (pip install 'retrofleet[wandb]')")
+    wandb_project: str = _f("retrofleet", "Weights & Biases project of --wandb")
     update_delay: float = _f(0.0, "testing: sleep this many seconds after each update (a slow learner)")
 
     def __post_init__(self) -> None:
@@ -98,6 +108,11 @@ class Config:
             raise ConfigError(f"eps_base must lie in [0, 1], got {self.eps_base}")
         if self.max_episode_steps < 0 or self.total_frames < 0 or self.update_delay < 0 or self.torch_threads < 0:
             raise ConfigError("max_episode_steps, total_frames, update_delay and torch_threads must not be negative")
+        for name in ("max_minutes", "eval_interval"):
+            if not 0.0 <= getattr(self, name) < float("inf"):
+                raise ConfigError(f"{name} must be 0 or a positive number of minutes, got {getattr(self, name)}")
+        if self.eval_max_steps < 1:
+            raise ConfigError(f"eval_max_steps must be at least 1, got {self.eval_max_steps}")
         if not 1 <= self.port <= 65533:
             raise ConfigError(f"port must be in 1..65533 (it uses P, P+1, P+2), got {self.port}")
         for f in dataclasses.fields(self):
@@ -169,16 +184,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve(args: argparse.Namespace, config_file: str | None) -> Config:
-    """defaults < config file < flags. With --resume and no --config, the run's own config.toml."""
-    values: dict[str, Any] = {}
+    """defaults < preset < config file < flags. With --resume and no --config, the run's own
+    config.toml. The preset (common/presets.toml) is picked by the env unless named."""
+    from common.presets import resolve_preset
+
     flags = {k: v for k, v in vars(args).items() if k in FIELDS}
     if not config_file and flags.get("resume") and flags.get("run_dir"):
         saved = Path(flags["run_dir"]) / "config.toml"
         if saved.exists():
             config_file = str(saved)
-    if config_file:
-        values.update(load_toml(config_file))
-    values.update(flags)
+    from_file = load_toml(config_file) if config_file else {}
+    chosen = {**from_file, **flags}
+    name, preset = resolve_preset(chosen.get("preset", "auto"), chosen.get("env", FIELDS["env"].default))
+    unknown = sorted(set(preset) - set(FIELDS))
+    if unknown:
+        raise ConfigError(f"preset {name!r} has unknown keys {unknown}")
+    values = {k: _coerce(k, v) for k, v in preset.items()}
+    values.update(chosen)
+    values["preset"] = name
     return Config(**values)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from pathlib import Path
@@ -92,15 +93,20 @@ def main_evaluate(argv: list[str]) -> int:
     p.add_argument("--video", help="write one episode as a .gif or .mp4")
     p.add_argument("--seed", type=int, default=12345, help="environment seed (default: 12345)")
     p.add_argument("--greedy", action="store_true", help="take the most likely action, not a sample")
+    p.add_argument("--max-steps", type=int, help="cut each episode after this many agent steps")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON line")
     args = p.parse_args(argv)
     from learner.evaluate import EvaluateError, evaluate
 
     try:
         result = evaluate(args.run_dir, checkpoint=args.checkpoint, episodes=args.episodes,
-                          video=args.video, seed=args.seed, greedy=args.greedy)
+                          video=args.video, seed=args.seed, greedy=args.greedy, max_steps=args.max_steps)
     except EvaluateError as exc:
         print(f"learner evaluate: error: {exc}", file=sys.stderr)
         return 2
+    if args.json:
+        print(json.dumps(result))
+        return 0
     print(f"mean return {result['mean_return']:.2f} over {len(result['returns'])} episodes "
           f"({', '.join(f'{r:.1f}' for r in result['returns'])})")
     if args.video:

@@ -1,4 +1,4 @@
-"""Reports: console line, metrics.jsonl, TensorBoard."""
+"""Reports: console line, metrics.jsonl, TensorBoard (and Weights & Biases with --wandb)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ class Metrics:
     """Counters of one run plus the windows the report needs."""
 
     def __init__(self, run_dir: Path, *, tensorboard: bool = True, start: dict[str, Any] | None = None,
-                 return_window: int = 100):
+                 return_window: int = 100, wandb_run: Any = None):
         start = start or {}
         self.frames = int(start.get("frames", 0))
         self.steps = int(start.get("steps", 0))
@@ -31,6 +31,7 @@ class Metrics:
         self.wall_offset = float(start.get("wall_s", 0.0))
         self._last = (self.started, self.frames, self.episodes)
         self.path = run_dir / "metrics.jsonl"
+        self.wandb_run = wandb_run
         self.writer = None
         if tensorboard:
             try:
@@ -78,23 +79,42 @@ class Metrics:
         }
         with open(self.path, "a") as fh:
             fh.write(json.dumps(row) + "\n")
+        keys = ("fps", "episodes_per_hour", "mean_return", "policy_lag_mean", "policy_lag_max",
+                "actors", "rejected_messages", "dropped_stale", "updates")
+        self._scalars({f"charts/{k}": row[k] for k in keys if row[k] is not None})
         if self.writer is not None:
-            step = self.frames
-            for key in ("fps", "episodes_per_hour", "mean_return", "policy_lag_mean", "policy_lag_max",
-                        "actors", "rejected_messages", "dropped_stale", "updates"):
-                if row[key] is not None:
-                    self.writer.add_scalar(f"charts/{key}", row[key], step)
             self.writer.flush()
         return row
 
-    def log_update(self, stats: dict[str, float]) -> None:
+    def _scalars(self, values: dict[str, float], step: int | None = None) -> None:
+        """To TensorBoard at `step` (default: frames) and to W&B at the current frames."""
         if self.writer is not None:
-            for k, v in stats.items():
-                self.writer.add_scalar(k, v, self.frames)
+            for k, v in values.items():
+                self.writer.add_scalar(k, v, self.frames if step is None else step)
+        if self.wandb_run is not None and values:
+            self.wandb_run.log(values, step=self.frames)  # W&B steps never go back
+
+    def log_update(self, stats: dict[str, float]) -> None:
+        self._scalars(stats)
+
+    def log_eval(self, row: dict[str, Any]) -> None:
+        """An evaluation's return and length, and its GIF (TensorBoard's Images tab, W&B video)."""
+        self._scalars({"eval/return": row["return"], "eval/length": row["length"]}, step=row["frames"])
+        if self.writer is not None:
+            from learner.eval_loop import tensorboard_gif
+
+            tensorboard_gif(self.writer, "eval/video", row["gif"], row["frames"])
+            self.writer.flush()
+        if self.wandb_run is not None:
+            import wandb
+
+            self.wandb_run.log({"eval/video": wandb.Video(row["path"], format="gif")}, step=self.frames)
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+        if self.wandb_run is not None:
+            self.wandb_run.finish()
 
 
 def console_line(row: dict[str, Any]) -> str:

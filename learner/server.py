@@ -25,9 +25,11 @@ from common import envs, protocol, transport
 from common.config import Config, actor_epsilon, actor_seed, dump_toml, env_kwargs
 from common.model import build_model, env_model_spec, spec_hash, state_to_numpy
 from common.protocol import ProtocolError, RolloutSpec
-from learner import checkpoint
+from learner import checkpoint, run_info
 from learner.batcher import Batch, Batcher, collate
-from learner.metrics import Metrics, console_line
+from learner.eval_loop import EvalLoop
+from learner.metrics import Metrics
+from learner.progress import Console
 from learner.trainer import Trainer, pick_device
 
 log = logging.getLogger("learner")
@@ -87,7 +89,17 @@ class Learner:
         if cfg.resume:
             counters = self._resume()
         (run_dir / "config.toml").write_text(dump_toml(cfg))
-        self.metrics = Metrics(run_dir, start=counters, return_window=cfg.return_window)
+        run_info.write(run_dir)
+        wandb_run = None
+        if cfg.wandb:
+            from learner import wandb_log
+
+            wandb_run = wandb_log.start(cfg, run_dir)
+        self.metrics = Metrics(run_dir, start=counters, return_window=cfg.return_window, wandb_run=wandb_run)
+        self.console = Console(cfg)
+        self.evals = EvalLoop(run_dir, interval_min=cfg.eval_interval, max_steps=cfg.eval_max_steps,
+                              record=self.metrics.log_eval)
+        self.reached_end = False  # --total-frames, --stop-at-return or --max-minutes, not a signal
         self.batcher = Batcher(cfg.rollouts_per_batch, cfg.max_policy_lag)
         self.batcher.dropped_stale = int(counters.get("dropped_stale", 0))
         self.actors: dict[int, ActorInfo] = {}
@@ -227,8 +239,9 @@ class Learner:
         target = self.cfg.stop_at_return
         if target and r.episodes and len(m.returns) == m.returns.maxlen and m.mean_return() >= target:
             if not self.stop.is_set():
-                print(f"reached --stop-at-return {target:g}: mean of the last {len(m.returns)} episodes "
-                      f"{m.mean_return():.1f} at {m.steps:,} steps, {m.wall_s():.1f} s", flush=True)
+                self.console.say(f"reached --stop-at-return {target:g}: mean of the last {len(m.returns)} "
+                                 f"episodes {m.mean_return():.1f} at {m.steps:,} steps, {m.wall_s():.1f} s")
+            self.reached_end = True
             self.stop.set()
         return r
 
@@ -296,6 +309,7 @@ class Learner:
                 self.data_ready.set()
             if self.cfg.total_frames and self.metrics.frames >= self.cfg.total_frames:
                 log.info("reached --total-frames %d", self.cfg.total_frames)
+                self.reached_end = True
                 self.stop.set()
 
     # ------------------------------------------------------------------ publish, report
@@ -318,9 +332,41 @@ class Learner:
         if self.cfg.mode == "sync":
             self._check_round()  # an actor that went silent no longer holds the round up
         row = self.metrics.report(len(live), self.batcher.dropped_stale)
-        if not self.cfg.quiet:
-            print(console_line(row), flush=True)
+        self.console.report(row)
         return row
+
+    # ------------------------------------------------------------------ progress, end, evaluation
+    async def tick_task(self) -> None:
+        """The progress bar moves between reports."""
+        while True:
+            await asyncio.sleep(0.5)
+            self.console.tick(self.metrics.frames, self.metrics.mean_return())
+
+    async def max_minutes_task(self) -> None:
+        await asyncio.sleep(self.cfg.max_minutes * 60.0)
+        self.console.say(f"reached --max-minutes {self.cfg.max_minutes:g}")
+        self.reached_end = True
+        self.stop.set()
+
+    def _eval_counters(self) -> dict[str, Any]:
+        return {"wall_s": round(self.metrics.wall_s(), 2), "frames": self.metrics.frames,
+                "updates": self.metrics.updates}
+
+    async def _eval_snapshot(self) -> Path:
+        """The current weights for an evaluation, written by the worker thread between updates."""
+        payload = {"model": self.trainer.model.state_dict(), "config": self.cfg.to_dict(),
+                   "model_spec": self.model_spec, "counters": self._eval_counters()}
+        path = self.run_dir / "eval" / "policy.pt"
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.worker, checkpoint.write_atomic, path, payload)
+
+    def _background_tasks(self) -> list[Any]:
+        tasks = [self.tick_task()]
+        if self.cfg.max_minutes:
+            tasks.append(self.max_minutes_task())
+        if self.cfg.eval_interval:
+            tasks.append(self.evals.task(self._eval_snapshot, self._eval_counters))
+        return tasks
 
     # ------------------------------------------------------------------ main
     async def run(self) -> int:
@@ -348,10 +394,12 @@ class Learner:
                 socks.append(s)
             control, pull, pub = socks
             print(f"learner ready: tcp://{self.cfg.bind}:{self.cfg.port} (run dir {self.run_dir}, "
-                  f"device {self.device}, env {self.cfg.env}, mode {self.cfg.mode})", flush=True)
+                  f"device {self.device}, env {self.cfg.env}, mode {self.cfg.mode}, "
+                  f"preset {self.cfg.preset})", flush=True)
+            self.console.start(self.metrics.frames)
             tasks = [asyncio.create_task(c) for c in (
                 self.control_task(control), self.receive_task(pull), self.train_task(),
-                self.publish_task(pub), self.report_task())]
+                self.publish_task(pub), self.report_task(), *self._background_tasks())]
             stopper = asyncio.create_task(self.stop.wait())
             done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
             for t in tasks:
@@ -363,6 +411,7 @@ class Learner:
                               exc_info=t.exception())
                     self.exit_code = 1
         finally:
+            self.evals.stop()
             for s in socks:
                 s.close(linger=0)
             if auth is not None:
@@ -372,6 +421,9 @@ class Learner:
         path = await loop.run_in_executor(self.worker, self.save_checkpoint)
         self.worker.shutdown(wait=True)
         self.report()
+        self.console.close()
+        if self.reached_end and self.cfg.eval_interval:
+            await self.evals.run_once(path, "final", self._eval_counters())
         self.metrics.close()
         log.info("final checkpoint %s", path)
         print(f"learner stopped: {self.metrics.frames:,} frames, {self.metrics.updates} updates; "

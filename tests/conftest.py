@@ -25,12 +25,8 @@ from common.protocol import Rollout
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
-# CartPole-v1 for tests that need a quick pipeline, not learning.
-CARTPOLE = ("--env", "CartPole-v1", "--batch-size", "256")
-# Settings that solve CartPole quickly through the pipeline (see docs/BENCHMARKS.md).
-CARTPOLE_FLAGS = ["--env", "CartPole-v1", "--unroll-length", "64", "--batch-size", "256",
-                  "--epochs", "4", "--minibatches", "4", "--lr", "1e-3", "--ent-coef", "0.0",
-                  "--vtrace-lambda", "0.95", "--gamma", "0.99"]
+# CartPole-v1 for tests that need a quick pipeline, not learning: plain defaults, small batches.
+CARTPOLE = ("--env", "CartPole-v1", "--preset", "none", "--batch-size", "256")
 
 
 def stop_processes(procs: list[subprocess.Popen], timeout: float = 15) -> None:
@@ -155,18 +151,19 @@ class Procs:
 
 
 def solve_cartpole(run_dir: Path, *flags: str) -> dict:
-    """CartPole-v1 through the pipeline (learner + 2 actors) until the mean return of the last
-    20 episodes reaches 475, or 300,000 steps."""
-    return run_pipeline([*CARTPOLE_FLAGS, "--seed", "1", "--stop-at-return", "475", "--return-window", "20",
+    """CartPole-v1 through the pipeline (learner + 2 actors), its preset's settings, until the
+    mean return of the last 20 episodes reaches 475, or 300,000 steps."""
+    return run_pipeline(["--env", "CartPole-v1", "--seed", "1", "--stop-at-return", "475", "--return-window", "20",
                          "--total-frames", "300000", *flags], actors=2, run_dir=run_dir, timeout=420)
 
 
 @pytest.fixture(scope="session")
 def solved_cartpole(tmp_path_factory) -> tuple[Path, dict]:
     """One real async CartPole run to 475, shared: the learning test checks it, the policy tests
-    load its checkpoints. (run directory, run_pipeline's result)."""
+    load its checkpoints, the evaluation test reads the evaluations it ran every 3 s.
+    (run directory, run_pipeline's result)."""
     run = tmp_path_factory.mktemp("solved") / "cartpole"
-    return run, solve_cartpole(run, "--mode", "async")
+    return run, solve_cartpole(run, "--mode", "async", "--eval-interval", "0.05", "--report-interval", "1")
 
 
 @pytest.fixture

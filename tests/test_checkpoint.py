@@ -37,7 +37,7 @@ def test_damaged_newest_falls_back_to_previous(tmp_path):
 def test_resume_continues_counters_model_and_optimizer(procs, tmp_path):
     run = tmp_path / "run"
     port = free_base_port()
-    flags = ("--env", "CartPole-v1", "--batch-size", "128", "--save-interval", "5")
+    flags = ("--env", "CartPole-v1", "--preset", "none", "--batch-size", "128", "--save-interval", "5")
     learner = procs.learner(*flags, port=port, run_dir=run)
     procs.actor(port, "a0")
     wait_for(lambda: last_metrics(run).get("updates", 0) >= 12, 60, "12 updates")

@@ -163,8 +163,8 @@ def test_bad_value_in_file_raises_through_resolve(tmp_path):
 # ---------------------------------------------------------------------------- flags
 
 
-def test_no_flags_gives_defaults():
-    assert resolve(parse(), None) == Config()
+def test_no_flags_and_no_preset_gives_defaults():
+    assert resolve(parse("--preset", "none"), None) == Config(preset="none")
 
 
 def test_flags_override_file(tmp_path):

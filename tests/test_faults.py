@@ -394,7 +394,7 @@ def test_actors_blocked_longer_than_the_timeout_still_count(procs, tmp_path):
     keep them counted (without them `actors` would drop to 0 during every update)."""
     port = free_base_port()
     run = tmp_path / "run"
-    procs.learner("--env", "CartPole-v1", "--batch-size", "64", "--update-delay", "9",
+    procs.learner(*CARTPOLE, "--batch-size", "64", "--update-delay", "9",
                   port=port, run_dir=run)
     procs.actor(port, "a0")
     procs.actor(port, "a1")

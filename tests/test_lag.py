@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from tests.conftest import free_base_port, read_metrics, wait_for
+from tests.conftest import CARTPOLE, free_base_port, read_metrics, wait_for
 
 
 def test_slow_learner_drops_and_counts_stale_rollouts(procs, tmp_path):
     port = free_base_port()
     run = tmp_path / "run"
-    procs.learner("--env", "CartPole-v1", "--batch-size", "64", "--unroll-length", "16",
+    procs.learner(*CARTPOLE, "--batch-size", "64", "--unroll-length", "16",
                   "--max-policy-lag", "1", "--update-delay", "0.3", port=port, run_dir=run)
     procs.actor(port, "a0")
     procs.actor(port, "a1")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -11,6 +13,8 @@ import psutil
 
 from learner.checkpoint import list_checkpoints, load
 from tests.conftest import ROOT, free_base_port, last_metrics, read_actors, read_metrics, wait_for
+
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # any control character but tab and newline
 
 
 def _launch(tmp_path, *args: str) -> tuple[subprocess.Popen, object]:
@@ -58,6 +62,14 @@ def test_total_frames_ends_cleanly_with_checkpoint_and_metrics(tmp_path):
     assert len(read_actors(run)) == 2
     assert (run / "learner.log").exists() and (run / "actor_0.log").exists()
     assert "[launch] actors up" in out, "a status line every few seconds"
+    # Off a terminal: plain lines, no progress bar, no control characters in any log.
+    assert "preset retro" in out, "the first learner line names the preset"
+    for text in (out, (run / "learner.log").read_text()):
+        assert not CONTROL.search(text), CONTROL.search(text)
+    assert "[" in (run / "learner.log").read_text() and "frames" in (run / "learner.log").read_text()
+    # Its end reached, the run played one greedy episode of the final checkpoint to a GIF.
+    evals = [json.loads(x) for x in (run / "eval" / "evals.jsonl").read_text().splitlines()]
+    assert [e["eval"] for e in evals] == ["final"] and (run / "eval" / "eval_final.gif").stat().st_size > 0
 
 
 def test_sigint_stops_every_process_within_10s(tmp_path):

@@ -20,14 +20,14 @@ def test_cartpole_async_reaches_475_within_300k_steps(solved_cartpole):
 
 def test_cartpole_sync_reaches_475_within_300k_steps(tmp_path):
     run = tmp_path / "sync"
-    result = solve_cartpole(run, "--mode", "sync")
+    result = solve_cartpole(run, "--mode", "sync", "--eval-interval", "0")
     _check_solved(run, result, "sync")
     assert result["policy_lag_max"] == 0, "sync rounds train only on the newest policy's data"
 
 
 def test_cartpole_with_epsilon_ladder_still_learns(tmp_path):
     run = tmp_path / "eps"
-    result = solve_cartpole(run, "--exploration", "epsilon", "--eps-base", "0.1")
+    result = solve_cartpole(run, "--exploration", "epsilon", "--eps-base", "0.1", "--eval-interval", "0")
     assert result["solved"], result
     epsilons = sorted(a["epsilon"] for a in read_actors(run))
     assert len(epsilons) == 2 and 0 < epsilons[0] < epsilons[1] <= 0.1

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, last_metrics, read_actors, read_metrics, wait_for
+from tests.conftest import BIN, CARTPOLE, last_metrics, read_actors, read_metrics, wait_for
 
 LEARNER_ADDR, ACTOR_ADDR = "10.231.0.1", "10.231.0.2"
 PORT = 5555  # each namespace has its own ports: the default is free there
@@ -81,8 +81,7 @@ def test_remote_actors_over_veth_survive_a_partition(two_hosts, procs, tmp_path)
     ns_l, _ = two_hosts["learner"]
     ns_a, dev_a = two_hosts["actors"]
     run = tmp_path / "run"
-    learner = procs.start(["ip", "netns", "exec", ns_l, str(BIN / "learner"), "--env", "CartPole-v1",
-                           "--batch-size", "256", "--bind", LEARNER_ADDR, "--port", str(PORT),
+    learner = procs.start(["ip", "netns", "exec", ns_l, str(BIN / "learner"), *CARTPOLE, "--bind", LEARNER_ADDR, "--port", str(PORT),
                            "--run-dir", str(run), "--report-interval", "0.5"], tmp_path / "learner.log")
     log = tmp_path / "learner.log"
     wait_for(lambda: "learner ready" in log.read_text() or learner.poll() is not None, 60, "learner ready")

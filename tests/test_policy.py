@@ -3,6 +3,8 @@ CartPole trained to a mean return of 475, and a short Airstriker run for the fra
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ import torch
 from common.framestack import FrameStack
 from learner import checkpoint
 from learner.policy import Policy, PolicyError, load_policy
-from tests.conftest import run_pipeline
+from tests.conftest import ROOT, run_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +26,7 @@ def cartpole_run(solved_cartpole):
 def airstriker_run(tmp_path_factory):
     """A real Airstriker run just long enough for one update; the learner's final checkpoint."""
     run = tmp_path_factory.mktemp("policy") / "air"
-    run_pipeline(["--total-frames", "2048", "--batch-size", "256"], actors=1, run_dir=run, timeout=180)
+    run_pipeline(["--total-frames", "2048", "--batch-size", "256", "--eval-interval", "0"], actors=1, run_dir=run, timeout=180)
     return run
 
 
@@ -113,3 +115,14 @@ def test_image_policy_stacks_frames_step_by_step_as_an_actor_does(airstriker_run
         assert screen.shape[-1] == 3 and isinstance(policy.act(screen), int)
     finally:
         env.close()
+
+
+def test_the_readme_example_runs_as_written(cartpole_run, monkeypatch):
+    """The five lines in the README, on a run the learner wrote (its path swapped in)."""
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"```python\n(from learner.policy import load_policy\n.*?)```", readme, re.S).group(1)
+    assert block.count("\n") <= 8 and 'load_policy("runs/cartpole")' in block
+    scope: dict = {}
+    exec(compile(block.replace('"runs/cartpole"', repr(str(cartpole_run))), "README", "exec"), scope)
+    assert scope["done"] and isinstance(scope["reward"], float)
+    scope["env"].close()

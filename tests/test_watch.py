@@ -1,0 +1,222 @@
+"""Watching a run: the progress bar on a terminal (a pty) and the plain line off it, --max-minutes,
+evaluations while training (GIF, return, TensorBoard), --wandb in offline mode, run_info.json.
+Real learner and actor processes on 127.0.0.1, CartPole-v1."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import struct
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import imageio.v3 as iio
+import pytest
+
+from common.config import load_toml
+from tests.conftest import BIN, ROOT, free_base_port, read_metrics, stop_processes, wait_for
+
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # any control character but tab and newline
+# one drawing of the bar: percent, bar, frames/total [elapsed<remaining, rate, figures]
+BAR = re.compile(r"\r\s*\d+%\|[^\r\n|]*\| [\d.]+k?/[\d.]+k \[\d\d:\d\d<\d\d:\d\d, [\d.]+k?frames/s, return ")
+
+
+class Pty:
+    """A process whose stdout and stderr are a terminal; what it writes is collected."""
+
+    def __init__(self, cmd: list[str], **kw):
+        master, slave = pty.openpty()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
+                                     start_new_session=True, **kw)
+        os.close(slave)
+        self.master = master
+        self.out = bytearray()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:  # EIO: the other side closed
+                break
+            if not data:
+                break
+            self.out += data
+
+    def text(self) -> str:
+        return self.out.decode(errors="replace")
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            stop_processes([self.proc])
+            self.reader.join(5)
+            os.close(self.master)
+
+
+def _env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONUNBUFFERED": "1", **extra}
+
+
+def _actor(port: int, log: Path) -> subprocess.Popen:
+    with open(log, "wb") as fh:
+        return subprocess.Popen([str(BIN / "actor"), "--learner", f"tcp://127.0.0.1:{port}"],
+                                stdout=fh, stderr=subprocess.STDOUT, env=_env())
+
+
+# ---------------------------------------------------------------------------- learner on a terminal, W&B
+
+
+@pytest.fixture(scope="module")
+def tty_run(tmp_path_factory):
+    """`learner --total-frames 6000 --wandb` with its output on a terminal, one actor."""
+    pytest.importorskip("wandb", reason="the wandb extra (pip install 'retrofleet[wandb]')")
+    tmp = tmp_path_factory.mktemp("tty")
+    run, port = tmp / "run", free_base_port()
+    term = Pty([str(BIN / "learner"), "--env", "CartPole-v1", "--total-frames", "6000", "--wandb",
+                "--eval-interval", "0", "--report-interval", "1", "--port", str(port), "--run-dir", str(run)],
+               env=_env(WANDB_MODE="offline", WANDB_SILENT="true"), cwd=tmp)
+    wait_for(lambda: "learner ready" in term.text() or term.proc.poll() is not None, 60, "learner ready")
+    actor = _actor(port, tmp / "actor.log")
+    try:
+        rc = term.wait(120)
+    finally:
+        stop_processes([actor])
+    return run, rc, term.text()
+
+
+def test_a_run_with_an_end_shows_a_bar_with_rate_and_eta_on_a_terminal(tty_run):
+    run, rc, out = tty_run
+    assert rc == 0, out
+    ready = next(line for line in out.splitlines() if line.startswith("learner ready"))
+    assert "preset classic-control" in ready
+    bars = BAR.findall(out)
+    assert len(bars) >= 3, out[-2000:]
+    assert "/6.00k [" in out and "100%|" in out, "the bar counts frames toward --total-frames"
+    assert not re.search(r"^\[\s*\d+s\] frames", out, re.M), "the bar replaces the plain status line"
+    assert len(read_metrics(run)) >= 2, "metrics.jsonl is written as always"
+
+
+def _wandb_records(path: Path):
+    """Records of a W&B .wandb file (LevelDB log format: 32 KiB blocks of chunked records)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    buf, pos, chunks, block = path.read_bytes(), 7, b"", 32768  # 7: the ':W&B' header
+    while pos + 7 <= len(buf):
+        left = block - pos % block
+        _, length, kind = struct.unpack("<IHB", buf[pos:pos + 7])
+        if left < 7 or (kind == 0 and length == 0):  # block trailer / padding
+            pos += left
+            continue
+        chunks += buf[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # FULL or LAST
+            record = pb.Record()
+            record.ParseFromString(chunks)
+            chunks = b""
+            yield record
+
+
+def test_wandb_offline_logs_the_same_metrics_as_tensorboard(tty_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run, rc, _ = tty_run
+    assert rc == 0
+    files = list((run / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 1, list((run / "wandb").rglob("*"))
+    keys, config = set(), None
+    for record in _wandb_records(files[0]):
+        kind = record.WhichOneof("record_type")
+        if kind == "history":
+            names = (item.key or "/".join(item.nested_key) for item in record.history.item)
+            keys |= {n for n in names if not n.startswith("_")}
+        elif kind == "run":
+            config = {item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                      for item in record.run.config.update}
+    tb = EventAccumulator(str(run / "tb"))
+    tb.Reload()
+    scalars = set(tb.Tags()["scalars"])
+    assert {"charts/mean_return", "charts/fps", "losses/policy_loss"} <= scalars
+    assert keys == scalars
+    assert config["env"] == "CartPole-v1" and config["preset"] == "classic-control"
+    assert (run / "wandb_id").read_text().strip() in files[0].name
+
+
+def test_run_info_records_command_commit_and_versions(tty_run):
+    run, _, _ = tty_run
+    info = json.loads((run / "run_info.json").read_text())
+    assert info["command"][0] == "learner" and "--total-frames" in info["command"]
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if commit.returncode == 0:
+        assert info["git"]["commit"] == commit.stdout.strip()
+    assert info["packages"]["torch"] and info["packages"]["pyzmq"] and info["packages"]["stable-retro"]
+    assert info["packages"]["wandb"], "the optional package is there in this run"
+
+
+# ---------------------------------------------------------------------------- launch.sh on a terminal, and off it
+
+
+def test_launch_on_a_terminal_draws_the_bar_and_keeps_the_log_plain(tmp_path):
+    run = tmp_path / "run"
+    term = Pty([str(ROOT / "launch.sh"), "1", "--env", "CartPole-v1", "--total-frames", "8000",
+                "--eval-interval", "0", "--port", str(free_base_port()), "--run-dir", str(run)],
+               cwd=ROOT, env=_env())
+    rc = term.wait(180)
+    out = term.text()
+    assert rc == 0, out
+    assert len(BAR.findall(out)) >= 2 and "/8.00k [" in out, out[-2000:]
+    assert "[launch] actors up" not in out, "the bar replaces launch.sh's status line"
+    log = (run / "learner.log").read_text()
+    assert not CONTROL.search(log) and re.search(r"^\[\s*\d+s\] frames", log, re.M)
+
+
+def test_max_minutes_stops_cleanly_with_exit_0(tmp_path):
+    """No actor needed: the clock alone ends the run. Output is a pipe: no bar, no control characters."""
+    run = tmp_path / "run"
+    t0 = time.monotonic()
+    out = subprocess.run([str(BIN / "learner"), "--env", "CartPole-v1", "--max-minutes", "0.1",
+                          "--eval-interval", "0", "--report-interval", "1", "--port", str(free_base_port()),
+                          "--run-dir", str(run)], capture_output=True, text=True, timeout=90, env=_env())
+    took = time.monotonic() - t0
+    assert out.returncode == 0, out.stderr
+    assert "reached --max-minutes 0.1" in out.stdout and 6 <= took < 60
+    assert out.stdout.startswith("learner ready:") and "preset classic-control" in out.stdout.splitlines()[0]
+    assert not CONTROL.search(out.stdout + out.stderr)
+    assert re.search(r"^\[\s*\d+s\] frames", out.stdout, re.M), "the plain status line off a terminal"
+    saved = load_toml(run / "config.toml")
+    assert saved["preset"] == "classic-control" and saved["batch_size"] == 256 and saved["max_minutes"] == 0.1
+    assert list((run / "checkpoints").glob("ckpt_*.pt"))
+
+
+# ---------------------------------------------------------------------------- evaluation while training
+
+
+def test_evaluations_while_training_write_gifs_returns_and_tensorboard(solved_cartpole):
+    """The shared CartPole run had --eval-interval 0.05 (every 3 s) and reached its end."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run, result = solved_cartpole
+    rows = [json.loads(x) for x in (run / "eval" / "evals.jsonl").read_text().splitlines()]
+    periodic = [r for r in rows if r["eval"] != "final"]
+    assert periodic and rows[-1]["eval"] == "final", rows
+    assert rows[-1]["return"] >= 400, "the final (solved) policy, greedy"
+    for r in rows:
+        frames = iio.imread(run / "eval" / r["video"], index=None)
+        assert frames.ndim == 4 and frames.shape[0] > 1 and frames.shape[-1] == 3
+        assert r["length"] >= 1 and r["return"] == r["length"]  # CartPole: +1 a step
+    # the learner kept training while an evaluation ran in its own process
+    metrics = read_metrics(run)
+    first = periodic[0]
+    during = [m["updates"] for m in metrics if first["wall_s"] <= m["wall_s"] <= first["wall_s"] + first["seconds"]]
+    assert len(during) >= 2 and during[-1] > during[0], (first, during)
+    tb = EventAccumulator(str(run / "tb"), size_guidance={"images": 0})
+    tb.Reload()
+    assert len(tb.Scalars("eval/return")) == len(rows)
+    gif = tb.Images("eval/video")[-1]
+    assert gif.encoded_image_string[:6] == b"GIF89a", "the GIF itself, animated, in the Images tab"
