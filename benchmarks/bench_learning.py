@@ -1,6 +1,7 @@
 """Learning benchmarks through the real pipeline (learner + actor processes over ZeroMQ).
 
     python -m benchmarks.bench_learning cartpole [--seeds 1 2 3] [--modes async sync]
+    python -m benchmarks.bench_learning readme-cartpole [--seeds 1 2 3 4 5]  # ./launch.sh 2 --env CartPole-v1
     python -m benchmarks.bench_learning airstriker --frames 2000000 --actors 2 --run-dir runs/air-curve
     python -m benchmarks.bench_learning curve RUN_DIR      # learning_curve.csv/.png of a finished run
     python -m benchmarks.bench_learning launch-fps --actors 1 2 --seconds 60   # ./launch.sh N frames/s
@@ -17,7 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.conftest import free_base_port, run_pipeline
+from tests.conftest import free_base_port, pipeline_result, run_pipeline
 
 
 def cartpole(args: argparse.Namespace) -> None:
@@ -38,6 +39,33 @@ def cartpole(args: argparse.Namespace) -> None:
         lines.append(f"| {r['mode']} | {r['seed']} | {'yes' if r['solved'] else 'NO'} | {r['steps']:,} | "
                      f"{r['seconds']:.1f} | {r['updates']} | {r['policy_lag_mean']} / {r['policy_lag_max']} |")
     (out / "cartpole.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def readme_cartpole(args: argparse.Namespace) -> None:
+    """The README's `./launch.sh 2 --env CartPole-v1` (its preset, no other setting) per seed,
+    stopped once the console's mean return (last 100 episodes) reaches 475 or at 300k steps."""
+    root = Path(__file__).resolve().parents[1]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for seed in args.seeds:
+        run_dir = out / f"readme_cartpole_{seed}"
+        cmd = [str(root / "launch.sh"), "2", "--env", "CartPole-v1", "--seed", str(seed),
+               "--stop-at-return", "475", "--total-frames", str(args.max_steps), "--run-dir", str(run_dir),
+               "--port", str(free_base_port())]
+        with open(out / f"readme_cartpole_{seed}.out", "wb") as log:
+            subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=args.timeout, check=True)
+        r = {"seed": seed, **pipeline_result(run_dir)}
+        results.append(r)
+        print(json.dumps(r), flush=True)
+    (out / "readme_cartpole.json").write_text(json.dumps(results, indent=1))
+    lines = ["| seed | reached 475 | steps to 475 | seconds | updates | best mean return (100) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        lines.append(f"| {r['seed']} | {'yes' if r['solved'] else 'NO'} | {r['steps']:,} | {r['seconds']:.1f} | "
+                     f"{r['updates']} | {r['best_mean_return']} |")
+    (out / "readme_cartpole.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
@@ -154,6 +182,12 @@ def main() -> None:
     c.add_argument("--timeout", type=float, default=600)
     c.add_argument("--out", default="bench_out")
     c.add_argument("extra", nargs="*", help="more learner flags (after --)")
+    r = sub.add_parser("readme-cartpole", help="./launch.sh 2 --env CartPole-v1 per seed: steps to a "
+                       "mean return of 475 over the last 100 episodes")
+    r.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    r.add_argument("--max-steps", type=int, default=300_000)
+    r.add_argument("--timeout", type=float, default=900)
+    r.add_argument("--out", default="bench_out")
     a = sub.add_parser("airstriker", help="a learning curve on Airstriker-Genesis-v0")
     a.add_argument("--frames", type=int, default=2_000_000)
     a.add_argument("--actors", type=int, default=2)
@@ -173,6 +207,8 @@ def main() -> None:
     args = p.parse_args()
     if args.cmd == "cartpole":
         cartpole(args)
+    elif args.cmd == "readme-cartpole":
+        readme_cartpole(args)
     elif args.cmd == "airstriker":
         airstriker(args)
     elif args.cmd == "launch-fps":

@@ -57,7 +57,6 @@ class EvalLoop:
         self.max_steps = max_steps
         self.record = record  # the learner's: TensorBoard, W&B
         self.proc: asyncio.subprocess.Process | None = None
-        self.done = 0
 
     async def run_once(self, policy_file: Path, name: str, counters: dict[str, Any]) -> dict[str, Any] | None:
         """One greedy episode of `policy_file` in a child process; its result, or None."""
@@ -85,14 +84,17 @@ class EvalLoop:
             tail = (err or out).decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
             log.warning("evaluation %s failed (exit %s): %s", name, code, tail[0])
             return None
-        partial.replace(gif)
-        result = json.loads(out.decode().strip().splitlines()[-1])
-        row = {**counters, "eval": name, "return": result["returns"][0], "length": result["lengths"][0],
-               "video": gif.name, "seconds": round(time.monotonic() - started, 2)}
-        with open(self.dir / "evals.jsonl", "a") as fh:
-            fh.write(json.dumps(row) + "\n")
-        self.record({**row, "gif": gif.read_bytes(), "path": str(gif)})
-        self.done += 1
+        try:
+            partial.replace(gif)
+            result = json.loads(out.decode().strip().splitlines()[-1])
+            row = {**counters, "eval": name, "return": result["returns"][0], "length": result["lengths"][0],
+                   "video": gif.name, "seconds": round(time.monotonic() - started, 2)}
+            with open(self.dir / "evals.jsonl", "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            self.record({**row, "gif": gif.read_bytes(), "path": str(gif)})
+        except (OSError, ValueError, KeyError, IndexError) as exc:  # an evaluation never stops training
+            log.warning("evaluation %s: no result recorded: %s: %s", name, type(exc).__name__, exc)
+            return None
         self._rotate()
         log.info("evaluation %s: return %.1f in %d steps; %s", name, row["return"], row["length"], gif)
         return row
@@ -107,7 +109,11 @@ class EvalLoop:
         while True:
             await asyncio.sleep(self.interval)
             c = counters()
-            path = await snapshot()
+            try:
+                path = await snapshot()
+            except OSError as exc:  # a full disk, say: training goes on
+                log.warning("evaluation at %s updates skipped: %s", c["updates"], exc)
+                continue
             await self.run_once(path, str(c["updates"]), c)
 
     def stop(self) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import deque
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger("learner")
 METRIC_FIELDS = ("wall_s", "frames", "steps", "fps", "episodes", "episodes_per_hour", "mean_return",
                  "updates", "policy_lag_mean", "policy_lag_max", "actors", "rejected_messages",
                  "dropped_stale")
@@ -108,7 +110,10 @@ class Metrics:
         if self.wandb_run is not None:
             import wandb
 
-            self.wandb_run.log({"eval/video": wandb.Video(row["path"], format="gif")}, step=self.frames)
+            try:
+                self.wandb_run.log({"eval/video": wandb.Video(row["path"], format="gif")}, step=self.frames)
+            except Exception as exc:  # the video is a nicety; the scalars above are logged
+                log.warning("W&B did not take the evaluation video: %s", exc)
 
     def close(self) -> None:
         if self.writer is not None:

@@ -78,6 +78,11 @@ def run_pipeline(flags: list[str], actors: int, run_dir: Path, timeout: float) -
     finally:
         stop_processes([learner, *procs])
         log.close()
+    return pipeline_result(run_dir)
+
+
+def pipeline_result(run_dir: Path) -> dict:
+    """What a finished run reached: from its learner.log's --stop-at-return line and metrics.jsonl."""
     text = (run_dir / "learner.log").read_text()
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     m = re.search(r"reached --stop-at-return \S+: mean of the last \d+ episodes (\S+) at ([\d,]+) steps, ([\d.]+) s",
@@ -87,6 +92,7 @@ def run_pipeline(flags: list[str], actors: int, run_dir: Path, timeout: float) -
         "steps": int(m.group(2).replace(",", "")) if m else rows[-1]["steps"],
         "seconds": float(m.group(3)) if m else rows[-1]["wall_s"],
         "final_mean_return": float(m.group(1)) if m else rows[-1]["mean_return"],
+        "best_mean_return": max((r["mean_return"] for r in rows if r["mean_return"] is not None), default=None),
         "updates": rows[-1]["updates"],
         "policy_lag_mean": _mean([r["policy_lag_mean"] for r in rows if r["policy_lag_mean"] is not None]),
         "policy_lag_max": max([r["policy_lag_max"] for r in rows if r["policy_lag_max"] is not None], default=None),
