@@ -166,10 +166,10 @@ def solve_cartpole(run_dir: Path, *flags: str) -> dict:
 @pytest.fixture(scope="session")
 def solved_cartpole(tmp_path_factory) -> tuple[Path, dict]:
     """One real async CartPole run to 475, shared: the learning test checks it, the policy tests
-    load its checkpoints, the evaluation test reads the evaluations it ran every 3 s.
+    load its checkpoints, the evaluation test looks at the final evaluation it played.
     (run directory, run_pipeline's result)."""
     run = tmp_path_factory.mktemp("solved") / "cartpole"
-    return run, solve_cartpole(run, "--mode", "async", "--eval-interval", "0.05", "--report-interval", "1")
+    return run, solve_cartpole(run, "--mode", "async")
 
 
 @pytest.fixture

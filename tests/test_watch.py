@@ -22,7 +22,7 @@ from tests.conftest import BIN, ROOT, free_base_port, read_metrics, stop_process
 
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # any control character but tab and newline
 # one drawing of the bar: percent, bar, frames/total [elapsed<remaining, rate, figures]
-BAR = re.compile(r"\r\s*\d+%\|[^\r\n|]*\| [\d.]+k?/[\d.]+k \[\d\d:\d\d<\d\d:\d\d, [\d.]+k?frames/s, return ")
+BAR = re.compile(r"\r\s*\d+%\|[^\r\n|]*\| [\d.]+[kM]?/[\d.]+[kM]? \[\d\d:\d\d<\d\d:\d\d, [\d.]+[kM]?frames/s, return ")
 
 
 class Pty:
@@ -75,12 +75,14 @@ def _actor(port: int, log: Path) -> subprocess.Popen:
 
 @pytest.fixture(scope="module")
 def tty_run(tmp_path_factory):
-    """`learner --total-frames 6000 --wandb` with its output on a terminal, one actor."""
+    """`learner --total-frames 1000000 --max-minutes 0.3 --eval-interval 0.05 --wandb` with its
+    output on a terminal, one actor: the clock ends it (18 s), an evaluation starts every 3 s."""
     pytest.importorskip("wandb", reason="the wandb extra (pip install 'retrofleet[wandb]')")
     tmp = tmp_path_factory.mktemp("tty")
     run, port = tmp / "run", free_base_port()
-    term = Pty([str(BIN / "learner"), "--env", "CartPole-v1", "--total-frames", "6000", "--wandb",
-                "--eval-interval", "0", "--report-interval", "1", "--port", str(port), "--run-dir", str(run)],
+    term = Pty([str(BIN / "learner"), "--env", "CartPole-v1", "--total-frames", "1000000", "--max-minutes", "0.3",
+                "--wandb", "--eval-interval", "0.05", "--report-interval", "1", "--port", str(port),
+                "--run-dir", str(run)],
                env=_env(WANDB_MODE="offline", WANDB_SILENT="true"), cwd=tmp)
     wait_for(lambda: "learner ready" in term.text() or term.proc.poll() is not None, 60, "learner ready")
     actor = _actor(port, tmp / "actor.log")
@@ -98,7 +100,8 @@ def test_a_run_with_an_end_shows_a_bar_with_rate_and_eta_on_a_terminal(tty_run):
     assert "preset classic-control" in ready
     bars = BAR.findall(out)
     assert len(bars) >= 3, out[-2000:]
-    assert "/6.00k [" in out and "100%|" in out, "the bar counts frames toward --total-frames"
+    assert "/1.00M [" in out, "the bar counts frames toward --total-frames"
+    assert "reached --max-minutes 0.3" in out, "--max-minutes ended the run, exit code 0"
     assert not re.search(r"^\[\s*\d+s\] frames", out, re.M), "the bar replaces the plain status line"
     assert len(read_metrics(run)) >= 2, "metrics.jsonl is written as always"
 
@@ -142,8 +145,9 @@ def test_wandb_offline_logs_the_same_metrics_as_tensorboard(tty_run):
     tb = EventAccumulator(str(run / "tb"))
     tb.Reload()
     scalars = set(tb.Tags()["scalars"])
-    assert {"charts/mean_return", "charts/fps", "losses/policy_loss"} <= scalars
-    assert keys == scalars
+    assert {"charts/mean_return", "charts/fps", "losses/policy_loss", "eval/return"} <= scalars
+    assert {k for k in keys if not k.startswith("eval/video")} == scalars
+    assert "eval/video/path" in keys, "the evaluation GIF went to W&B as a video"
     assert config["env"] == "CartPole-v1" and config["preset"] == "classic-control"
     assert (run / "wandb_id").read_text().strip() in files[0].name
 
@@ -197,15 +201,19 @@ def test_max_minutes_stops_cleanly_with_exit_0(tmp_path):
 # ---------------------------------------------------------------------------- evaluation while training
 
 
-def test_evaluations_while_training_write_gifs_returns_and_tensorboard(solved_cartpole):
-    """The shared CartPole run had --eval-interval 0.05 (every 3 s) and reached its end."""
+def _evals(run: Path) -> list[dict]:
+    return [json.loads(x) for x in (run / "eval" / "evals.jsonl").read_text().splitlines()]
+
+
+def test_evaluations_while_training_write_gifs_returns_and_tensorboard(tty_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run, result = solved_cartpole
-    rows = [json.loads(x) for x in (run / "eval" / "evals.jsonl").read_text().splitlines()]
+    run, rc, _ = tty_run
+    assert rc == 0
+    rows = _evals(run)
     periodic = [r for r in rows if r["eval"] != "final"]
     assert periodic and rows[-1]["eval"] == "final", rows
-    assert rows[-1]["return"] >= 400, "the final (solved) policy, greedy"
+    assert [r["eval"] for r in periodic] == [str(r["updates"]) for r in periodic]
     for r in rows:
         frames = iio.imread(run / "eval" / r["video"], index=None)
         assert frames.ndim == 4 and frames.shape[0] > 1 and frames.shape[-1] == 3
@@ -220,3 +228,12 @@ def test_evaluations_while_training_write_gifs_returns_and_tensorboard(solved_ca
     assert len(tb.Scalars("eval/return")) == len(rows)
     gif = tb.Images("eval/video")[-1]
     assert gif.encoded_image_string[:6] == b"GIF89a", "the GIF itself, animated, in the Images tab"
+
+
+def test_a_run_that_reaches_its_end_evaluates_its_final_policy(solved_cartpole):
+    """The shared CartPole run (default --eval-interval 5 minutes) stopped at a mean return of 475:
+    no periodic evaluation in its seconds, one greedy episode of the final checkpoint."""
+    run, result = solved_cartpole
+    rows = _evals(run)
+    assert [r["eval"] for r in rows] == ["final"] and rows[0]["return"] >= 300, rows
+    assert (run / "eval" / "eval_final.gif").stat().st_size > 0
