@@ -32,13 +32,18 @@ def cartpole(args: argparse.Namespace) -> None:
             r.update(mode=mode, seed=seed)
             results.append(r)
             print(json.dumps(r), flush=True)
-    (out / "cartpole.json").write_text(json.dumps(results, indent=1))
-    lines = ["| mode | seed | solved | steps to 475 | seconds | updates | lag mean / max |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    for r in results:
-        lines.append(f"| {r['mode']} | {r['seed']} | {'yes' if r['solved'] else 'NO'} | {r['steps']:,} | "
-                     f"{r['seconds']:.1f} | {r['updates']} | {r['policy_lag_mean']} / {r['policy_lag_max']} |")
-    (out / "cartpole.md").write_text("\n".join(lines) + "\n")
+    _report(out / "cartpole", results, ["mode", "seed", "solved", "steps to 475", "seconds", "updates",
+                                         "lag mean / max"],
+            lambda r: [r["mode"], r["seed"], "yes" if r["solved"] else "NO", f"{r['steps']:,}",
+                       f"{r['seconds']:.1f}", r["updates"], f"{r['policy_lag_mean']} / {r['policy_lag_max']}"])
+
+
+def _report(stem: Path, results: list[dict], header: list[str], cells) -> None:
+    """STEM.json with the results, STEM.md with a table of `cells(result)` rows; the table printed."""
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in cells(r)) + " |" for r in results]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
@@ -53,20 +58,16 @@ def readme_cartpole(args: argparse.Namespace) -> None:
         run_dir = out / f"readme_cartpole_{seed}"
         cmd = [str(root / "launch.sh"), "2", "--env", "CartPole-v1", "--seed", str(seed),
                "--stop-at-return", "475", "--total-frames", str(args.max_steps), "--run-dir", str(run_dir),
-               "--port", str(free_base_port())]
+               "--port", str(free_base_port()), *args.extra]
         with open(out / f"readme_cartpole_{seed}.out", "wb") as log:
             subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=args.timeout, check=True)
         r = {"seed": seed, **pipeline_result(run_dir)}
         results.append(r)
         print(json.dumps(r), flush=True)
-    (out / "readme_cartpole.json").write_text(json.dumps(results, indent=1))
-    lines = ["| seed | reached 475 | steps to 475 | seconds | updates | best mean return (100) |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    for r in results:
-        lines.append(f"| {r['seed']} | {'yes' if r['solved'] else 'NO'} | {r['steps']:,} | {r['seconds']:.1f} | "
-                     f"{r['updates']} | {r['best_mean_return']} |")
-    (out / "readme_cartpole.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    _report(out / "readme_cartpole", results, ["seed", "reached 475", "steps to 475", "seconds", "updates",
+                                                "best mean return (100)"],
+            lambda r: [r["seed"], "yes" if r["solved"] else "NO", f"{r['steps']:,}", f"{r['seconds']:.1f}",
+                       r["updates"], r["best_mean_return"]])
 
 
 def random_baseline(env_id: str, episodes: int, seed: int = 0) -> float:
@@ -188,6 +189,7 @@ def main() -> None:
     r.add_argument("--max-steps", type=int, default=300_000)
     r.add_argument("--timeout", type=float, default=900)
     r.add_argument("--out", default="bench_out")
+    r.add_argument("extra", nargs="*", help="more learner flags (after --), e.g. --preset none")
     a = sub.add_parser("airstriker", help="a learning curve on Airstriker-Genesis-v0")
     a.add_argument("--frames", type=int, default=2_000_000)
     a.add_argument("--actors", type=int, default=2)
