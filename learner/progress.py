@@ -3,8 +3,9 @@
 A run with an end (--total-frames, --max-minutes, --stop-at-return) shows a bar when its stdout
 is a terminal; otherwise (a log file, a pipe) the learner prints its plain status line and
 nothing here writes a control character. The bar follows the first of: frames toward
---total-frames (rate in frames/s), minutes toward --max-minutes, the mean return toward
---stop-at-return; the other figures of the status line ride along after it.
+--total-frames, seconds toward --max-minutes, the mean return toward
+--stop-at-return (with frames: the rate in frames/s and the ETA; otherwise the time left); the
+other figures of the status line (return, updates, lag, actors, fps) ride along after it.
 
 `python -m learner.progress RUN_DIR` draws the same bar from a running learner's config.toml
 and metrics.jsonl: launch.sh uses it when its own output is a terminal.
@@ -48,6 +49,13 @@ def postfix(row: dict[str, Any]) -> str:
             f"  fps {row.get('fps', 0):,.0f}")
 
 
+BAR_FORMATS = {  # frames: with their rate; the clock and the return: how far, and the time left
+    "frames": "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]",
+    "minutes": "{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]",
+    "return": "{l_bar}{bar}| {n:.1f}/{total:.1f} mean return [{elapsed}<{remaining}{postfix}]",
+}
+
+
 def _size(stream: TextIO) -> tuple[int, int]:
     """The terminal's columns and rows; 120 x 24 where it reports none (a fresh pty says 0 x 0,
     and tqdm hides a bar on a terminal of 0 rows)."""
@@ -72,12 +80,14 @@ class ProgressBar:
         self.kind, total = what
         self.started = time.monotonic()
         cols, rows = _size(stream)
-        unit = {"frames": "frames", "minutes": "min", "return": "return"}[self.kind]
+        if self.kind == "minutes":
+            total *= 60.0  # counted in seconds
+        unit = {"frames": "frames", "minutes": "s", "return": "return"}[self.kind]
         # `initial` keeps a resumed run's rate honest: only this session's frames count toward it
         self.bar = tqdm(total=total, initial=start_frames if self.kind == "frames" else 0, unit=unit,
                         unit_scale=self.kind == "frames", file=stream, ncols=cols, nrows=rows,
                         smoothing=0.1, mininterval=0.5,
-                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]")
+                        bar_format=BAR_FORMATS[self.kind])
         self.row: dict[str, Any] = {}
 
     def update(self, frames: int, mean_return: float | None, row: dict[str, Any] | None = None) -> None:
@@ -86,7 +96,7 @@ class ProgressBar:
         if self.kind == "frames":
             n = float(frames)
         elif self.kind == "minutes":
-            n = (time.monotonic() - self.started) / 60.0
+            n = float(int(time.monotonic() - self.started))
         else:
             n = max(0.0, mean_return or 0.0)
         n = min(n, self.bar.total)

@@ -237,3 +237,22 @@ def test_a_run_that_reaches_its_end_evaluates_its_final_policy(solved_cartpole):
     rows = _evals(run)
     assert [r["eval"] for r in rows] == ["final"] and rows[0]["return"] >= 300, rows
     assert (run / "eval" / "eval_final.gif").stat().st_size > 0
+
+
+@pytest.mark.parametrize("flags, drawn", [
+    ({"total_frames": 5000}, r"40%\|.*\| 2\.00k/5\.00k \[.*frames/s, return 12\.5  updates 3"),
+    ({"max_minutes": 2.0}, r"\| [01]/120 s \[.*return 12\.5"),
+    ({"stop_at_return": 50.0}, r"25%\|.*\| 12\.5/50\.0 mean return \["),
+])
+def test_the_bar_counts_toward_the_run_s_end(flags, drawn):
+    """Unit test of the drawing (no process): frames, the clock, or the mean return."""
+    import io
+
+    from common.config import Config
+    from learner.progress import ProgressBar
+
+    out = io.StringIO()
+    bar = ProgressBar(Config(**flags), out)
+    bar.update(2000, 12.5, {"updates": 3, "actors": 2, "fps": 900.0})
+    bar.close()
+    assert re.search(drawn, out.getvalue()), out.getvalue()
