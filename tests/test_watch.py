@@ -256,3 +256,13 @@ def test_the_bar_counts_toward_the_run_s_end(flags, drawn):
     bar.update(2000, 12.5, {"updates": 3, "actors": 2, "fps": 900.0})
     bar.close()
     assert re.search(drawn, out.getvalue()), out.getvalue()
+
+
+def test_run_info_of_a_resumed_run_keeps_the_earlier_sessions(tmp_path):
+    from learner import run_info
+
+    run_info.write(tmp_path, ["learner", "--env", "CartPole-v1"])
+    run_info.write(tmp_path, ["learner", "--resume", "--run-dir", str(tmp_path)])
+    info = json.loads((tmp_path / "run_info.json").read_text())
+    assert info["command"][:2] == ["learner", "--resume"]
+    assert [e["command"] for e in info["earlier"]] == [["learner", "--env", "CartPole-v1"]]
