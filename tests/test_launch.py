@@ -90,6 +90,7 @@ def test_sigint_stops_every_process_within_10s(tmp_path):
     assert elapsed < 10, f"took {elapsed:.1f} s"
     assert not alive, f"left behind: {alive}"
     assert list_checkpoints(run / "checkpoints"), "final checkpoint on SIGINT"
+    assert not (run / "eval" / "eval_final.gif").exists(), "Ctrl-C stops without a final evaluation"
 
 
 def test_killed_actor_is_restarted_and_learner_keeps_updating(tmp_path):

@@ -266,3 +266,16 @@ def test_run_info_of_a_resumed_run_keeps_the_earlier_sessions(tmp_path):
     info = json.loads((tmp_path / "run_info.json").read_text())
     assert info["command"][:2] == ["learner", "--resume"]
     assert [e["command"] for e in info["earlier"]] == [["learner", "--env", "CartPole-v1"]]
+
+
+def test_only_the_newest_evaluation_gifs_are_kept(tmp_path):
+    from learner.eval_loop import KEEP_GIFS, EvalLoop
+
+    loop = EvalLoop(tmp_path, interval_min=1.0, max_steps=10, record=lambda row: None)
+    loop.dir.mkdir()
+    for updates in range(0, 300, 10):
+        (loop.dir / f"eval_{updates}.gif").write_bytes(b"GIF89a")
+    (loop.dir / "eval_final.gif").write_bytes(b"GIF89a")
+    loop._rotate()
+    kept = sorted(int(p.stem.split("_")[1]) for p in loop.dir.glob("eval_[0-9]*.gif"))
+    assert kept == list(range(300 - 10 * KEEP_GIFS, 300, 10)) and (loop.dir / "eval_final.gif").exists()
