@@ -3,6 +3,9 @@
 #   ./launch.sh N [learner flags]              a learner and N actors on this machine
 #   ./launch.sh N --learner tcp://HOST:PORT    only N actors, joining a learner elsewhere
 #   --curve-dir DIR (either form): CURVE keys from `learner keygen DIR`; actor i uses actorI.key_secret
+#   ./launch.sh N --ray auto [--learner-on-ray] [learner flags]
+#                                               N actors (or N=auto: one per free CPU) on a Ray
+#                                               cluster, placed and restarted by Ray (python -m fleet)
 #   ./launch.sh test [pytest args]             the test suite
 # On first use it creates .venv in the repo and installs the project into it.
 set -uo pipefail
@@ -23,16 +26,24 @@ usage() {
 usage: ./launch.sh N [learner flags]             learner + N actors on this machine
        ./launch.sh N --learner tcp://HOST:PORT   N actors joining a running learner
        add --curve-dir DIR to either form for CURVE keys (learner keygen DIR --actors N)
+       ./launch.sh N --ray auto|HOST:PORT [--learner-on-ray] [--num-cpus X]
+                   [--node-ip-address IP] [--fleet-name NAME] [learner flags]
+                                                 N actors on a Ray cluster (N=auto: one per free
+                                                 CPU); .venv/bin/fleet status | scale N | stop
        ./launch.sh test [pytest args]            run the test suite
 Learner flags: see `.venv/bin/learner --help` (e.g. --env CartPole-v1 --mode sync
 --total-frames 2000000 --run-dir runs/air1). Ctrl-C stops everything cleanly.
 EOF
 }
 
+# ensure_env [EXTRAS]: the project and its optional extras (default "dev"; "dev,ray" for the
+# tests and for --ray) installed in .venv; reinstalls when pyproject.toml changed.
 ensure_env() {
-  local stamp="$VENV/.retrofleet-installed" want
+  local extras="${1:-dev}" stamp="$VENV/.retrofleet-installed" want have
   want="$(cat "$ROOT/pyproject.toml" | sha1sum | cut -d' ' -f1)"
-  if [[ -x "$PY" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+  have="$(cat "$stamp" 2>/dev/null)"
+  # the stamp is "<pyproject hash> <extras>"; an install with ray also serves a plain run
+  if [[ -x "$PY" && "${have%% *}" == "$want" && ( "${have#* }" == "$extras" || "${have#* }" == "dev,ray" ) ]]; then
     return 0
   fi
   say "setting up $VENV (first run only)..."
@@ -44,8 +55,8 @@ ensure_env() {
   if ! "$PY" -c "import torch" >/dev/null 2>&1; then
     "$PY" -m pip install -q "$TORCH_SPEC" >>"$logf" 2>&1 || { tail -20 "$logf"; die "installing $TORCH_SPEC failed (log: $logf)"; }
   fi
-  "$PY" -m pip install -q -e "$ROOT[dev]" >>"$logf" 2>&1 || { tail -20 "$logf"; die "installing retrofleet failed (log: $logf)"; }
-  echo "$want" > "$stamp"
+  "$PY" -m pip install -q -e "$ROOT[$extras]" >>"$logf" 2>&1 || { tail -20 "$logf"; die "installing retrofleet failed (log: $logf)"; }
+  echo "$want $extras" > "$stamp"
   rm -f "$logf"
   say "environment ready"
 }
@@ -54,15 +65,16 @@ if [[ $# -lt 1 || "$1" == "-h" || "$1" == "--help" ]]; then usage; exit 0; fi
 
 if [[ "$1" == "test" ]]; then
   shift
-  ensure_env
+  ensure_env dev,ray  # the Ray tests need the ray extra
   cd "$ROOT" && exec "$PY" -m pytest "$@"
 fi
 
 N="$1"; shift
-[[ "$N" =~ ^[0-9]+$ ]] || { usage >&2; die "first argument must be the number of actors, got '$N'"; }
 
 REMOTE=""
 CURVE_DIR=""
+RAY_ADDR=""
+FLEET_ARGS=()
 LEARNER_ARGS=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -70,9 +82,27 @@ while [[ $# -gt 0 ]]; do
     --curve-dir=*) CURVE_DIR="${1#--curve-dir=}"; shift ;;
     --learner) [[ $# -ge 2 ]] || die "--learner needs tcp://HOST:PORT"; REMOTE="$2"; shift 2 ;;
     --learner=*) REMOTE="${1#--learner=}"; shift ;;
+    --ray) [[ $# -ge 2 ]] || die "--ray needs auto or HOST:PORT"; RAY_ADDR="$2"; shift 2 ;;
+    --ray=*) RAY_ADDR="${1#--ray=}"; shift ;;
+    --learner-on-ray) FLEET_ARGS+=("$1"); shift ;;
+    --num-cpus|--node-ip-address|--learner-num-cpus)
+      [[ $# -ge 2 ]] || die "$1 needs a value"; FLEET_ARGS+=("$1" "$2"); shift 2 ;;
+    --fleet-name) [[ $# -ge 2 ]] || die "--fleet-name needs a name"; FLEET_ARGS+=(--name "$2"); shift 2 ;;
     *) LEARNER_ARGS+=("$1"); shift ;;
   esac
 done
+
+if [[ -n "$RAY_ADDR" ]]; then
+  # On a Ray cluster: Ray places, restarts and scales the actors; fleet (python -m fleet) drives it.
+  [[ "$N" =~ ^[0-9]+$ || "$N" == auto ]] || { usage >&2; die "first argument must be a number of actors or auto, got '$N'"; }
+  ensure_env dev,ray
+  cd "$ROOT"
+  [[ -n "$REMOTE" ]] && FLEET_ARGS+=(--learner "$REMOTE")
+  [[ -n "$CURVE_DIR" ]] && FLEET_ARGS+=(--curve-dir "$CURVE_DIR")
+  exec "$PY" -m fleet --actors "$N" --ray "$RAY_ADDR" "${FLEET_ARGS[@]}" -- "${LEARNER_ARGS[@]}"
+fi
+[[ ${#FLEET_ARGS[@]} -eq 0 ]] || die "${FLEET_ARGS[0]} needs --ray (actors on a Ray cluster)"
+[[ "$N" =~ ^[0-9]+$ ]] || { usage >&2; die "first argument must be the number of actors, got '$N'"; }
 
 ensure_env
 cd "$ROOT"

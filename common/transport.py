@@ -89,6 +89,39 @@ def keygen(directory: str | Path, n_actors: int = 1) -> list[Path]:
     return made
 
 
+def named_pair(directory: str | Path, name: str) -> CurveKeys:
+    """The key pair `name` in `directory` (made on first use, its public key admitted in
+    authorized/): how a fleet on Ray gives each unit a pair of its own, kept across restarts."""
+    import zmq.auth
+
+    root = Path(directory)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise TransportError(f"bad key name {name!r}")
+    if not (root / "learner.key_secret").exists():
+        raise TransportError(f"{root / 'learner.key_secret'} missing (make keys with `learner keygen {root}`)")
+    secret_file = root / f"{name}.key_secret"
+    if not secret_file.exists():
+        (root / "authorized").mkdir(exist_ok=True)
+        pub, sec = (Path(p) for p in zmq.auth.create_certificates(root, name))
+        sec.chmod(0o600)
+        tmp = root / "authorized" / f".{pub.name}.tmp"
+        tmp.write_bytes(pub.read_bytes())
+        tmp.rename(root / "authorized" / pub.name)  # the learner never reads half a key
+    public, secret = _load(secret_file, True)
+    return CurveKeys(public, secret)
+
+
+def key_file_text(public: str | bytes, secret: str | bytes | None = None) -> str:
+    """A key file's contents (the format `learner keygen` writes) for `public` [and `secret`]."""
+    def text(k: str | bytes) -> str:
+        return k.decode() if isinstance(k, bytes) else k
+
+    lines = ["#   retrofleet CURVE key", "metadata", "curve", f'    public-key = "{text(public)}"']
+    if secret is not None:
+        lines.append(f'    secret-key = "{text(secret)}"')
+    return "\n".join(lines) + "\n"
+
+
 def _load(path: Path, need_secret: bool) -> tuple[bytes, bytes | None]:
     import zmq.auth
 
@@ -101,6 +134,11 @@ def _load(path: Path, need_secret: bool) -> tuple[bytes, bytes | None]:
     if need_secret and not secret:
         raise TransportError(f"{path} holds no secret key")
     return public, secret
+
+
+def read_key(path: str | Path, need_secret: bool = False) -> tuple[bytes, bytes | None]:
+    """(public, secret) from a key file; TransportError (one line) when missing or malformed."""
+    return _load(Path(path), need_secret)
 
 
 def learner_keys(curve_dir: str | Path) -> CurveKeys:

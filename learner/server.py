@@ -45,6 +45,14 @@ class ActorInfo:
     last_seen: float
 
 
+def _peer_address(frame: zmq.Frame) -> str:
+    """The sender's IP as the connection shows it (libzmq's Peer-Address property)."""
+    try:
+        return str(frame.get("Peer-Address"))
+    except (zmq.ZMQError, OSError):
+        return ""
+
+
 class RateLimitedLog:
     """Log the first problem, then at most one summary line per `interval` seconds."""
 
@@ -147,7 +155,8 @@ class Learner:
         return [a.actor_id for a in self.actors.values() if a.last_seen >= cutoff]
 
     # ------------------------------------------------------------------ control
-    def welcome(self, hello: dict[str, Any]) -> bytes:
+    def welcome(self, hello: dict[str, Any], addr: str = "") -> bytes:
+        """Admit an actor; `addr` is the IP its connection comes from, as ZeroMQ saw it."""
         prev = hello.get("previous_id")
         live = set(self.live_actors())
         if type(prev) is int and 0 <= prev < self.next_actor_id and prev not in live:
@@ -161,9 +170,9 @@ class Learner:
         self.actors[actor_id] = ActorInfo(actor_id, host, pid, seed, time.monotonic())
         epsilon = actor_epsilon(self.cfg, actor_id)
         with open(self.run_dir / "actors.jsonl", "a") as fh:
-            fh.write(json.dumps({"actor_id": actor_id, "host": host, "pid": pid, "seed": seed,
+            fh.write(json.dumps({"actor_id": actor_id, "host": host, "addr": addr, "pid": pid, "seed": seed,
                                  "epsilon": epsilon, "joined_at": time.time()}) + "\n")
-        log.info("actor %d joined from %s pid %s (seed %d)", actor_id, host, pid, seed)
+        log.info("actor %d joined from %s (%s) pid %s (seed %d)", actor_id, host, addr or "?", pid, seed)
         settings = {
             "env": self.cfg.env, "env_kwargs": self.env_kwargs, "mode": self.cfg.mode,
             "unroll_length": self.cfg.unroll_length, "model": self.model_spec,
@@ -194,12 +203,12 @@ class Learner:
 
     async def control_task(self, sock: zmq.asyncio.Socket) -> None:
         while True:
-            frames = await sock.recv_multipart()
+            frames = await sock.recv_multipart(copy=False)
             if len(frames) != 2:
                 self._reject("control message with %d frames", len(frames))
                 continue
             try:
-                msg = protocol.decode(frames[1], max_bytes=1 << 20)
+                msg = protocol.decode(frames[1].bytes, max_bytes=1 << 20)
                 if msg["kind"] == "heartbeat":
                     self.heartbeat(msg)
                     continue
@@ -209,7 +218,7 @@ class Learner:
             except ProtocolError as exc:
                 self._reject("bad control message: %s", exc)
                 continue
-            await sock.send_multipart([frames[0], self.welcome(msg)])
+            await sock.send_multipart([frames[0].bytes, self.welcome(msg, _peer_address(frames[1]))])
             # the newcomer's SUB needs a moment to connect; then it need not wait for the timer
             asyncio.get_running_loop().call_later(0.3, self.publish_now.set)
 
@@ -368,6 +377,26 @@ class Learner:
             tasks.append(self.evals.task(self._eval_snapshot, self._eval_counters))
         return tasks
 
+    async def authorized_task(self, auth: Any) -> None:
+        """Admit actor keys added to authorized/ while the learner runs (`learner keygen DIR
+        --actors K` again, or a fleet on Ray growing): the directory is reread when it changes."""
+        directory = Path(self.cfg.curve_dir) / "authorized"
+
+        def listing() -> list[tuple[str, float]]:
+            try:
+                return sorted((p.name, p.stat().st_mtime) for p in directory.glob("*.key"))
+            except OSError:
+                return []
+
+        seen = listing()
+        while True:
+            await asyncio.sleep(1.0)
+            now = listing()
+            if now != seen:
+                seen = now
+                auth.configure_curve(domain="*", location=str(directory))
+                log.info("%s changed: %d actor keys admitted", directory, len(now))
+
     # ------------------------------------------------------------------ main
     async def run(self) -> int:
         self.stop = asyncio.Event()
@@ -399,7 +428,8 @@ class Learner:
             self.console.start(self.metrics.frames)
             tasks = [asyncio.create_task(c) for c in (
                 self.control_task(control), self.receive_task(pull), self.train_task(),
-                self.publish_task(pub), self.report_task(), *self._background_tasks())]
+                self.publish_task(pub), self.report_task(), *self._background_tasks(),
+                *([self.authorized_task(auth)] if auth is not None else []))]
             stopper = asyncio.create_task(self.stop.wait())
             done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
             for t in tasks:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pytest
@@ -40,6 +41,14 @@ def stop_processes(procs: list[subprocess.Popen], timeout: float = 15) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+def cannot_run(reason: str) -> NoReturn:
+    """A test that cannot run here (no root, no network namespaces, ...): in CI
+    (RETROFLEET_CI=1, set by .ci/run) that is a failure; locally a skip, its reason printed (-rs)."""
+    if os.environ.get("RETROFLEET_CI") == "1":
+        pytest.fail(f"cannot run in CI: {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 def free_base_port() -> int:
