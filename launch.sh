@@ -126,6 +126,9 @@ RUN_DIR=""
 # the learner's updates pace the whole run, and a starved learner lets rollouts go stale.
 # RETROFLEET_ACTOR_NICE=0 turns it off; actors joining a remote learner are not reniced.
 ACTOR_NICE="${RETROFLEET_ACTOR_NICE-10}"
+# Seconds to wait for the learner's "learner ready" line before giving up (printing its log).
+READY_TIMEOUT="${RETROFLEET_READY_TIMEOUT:-120}"
+[[ "$READY_TIMEOUT" =~ ^[0-9]+$ ]] || die "RETROFLEET_READY_TIMEOUT must be a number of seconds, got '$READY_TIMEOUT'"
 [[ "$ACTOR_NICE" =~ ^[0-9]+$ ]] || die "RETROFLEET_ACTOR_NICE must be a number from 0 to 19, got '$ACTOR_NICE'"
 [[ "$ACTOR_NICE" == 0 ]] && ACTOR_NICE=""
 
@@ -180,12 +183,20 @@ else
   BOOT_LOG="$ROOT/runs/.learner-$$.log"
   "$VENV/bin/learner" "${LEARNER_ARGS[@]}" >"$BOOT_LOG" 2>&1 &
   LEARNER_PID=$!
-  # wait for the learner's ready line; it names the run directory and the port
+  # wait for the learner's ready line (it names the run directory and the port), not forever
+  ready_by=$((SECONDS + READY_TIMEOUT))
   while ! grep -q "^learner ready:" "$BOOT_LOG" 2>/dev/null; do
     if ! alive "$LEARNER_PID"; then
       wait "$LEARNER_PID"; rc=$?
       cat "$BOOT_LOG" >&2; rm -f "$BOOT_LOG"
       exit "$rc"
+    fi
+    if (( SECONDS >= ready_by )); then
+      printf 'launch.sh: error: the learner was not ready after %s s (RETROFLEET_READY_TIMEOUT); its last lines:\n' "$READY_TIMEOUT" >&2
+      tail -n 20 "$BOOT_LOG" >&2
+      kill -KILL "$LEARNER_PID" 2>/dev/null; wait "$LEARNER_PID" 2>/dev/null
+      rm -f "$BOOT_LOG"
+      exit 1
     fi
     sleep 0.2
   done

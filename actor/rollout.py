@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -12,7 +13,9 @@ from torch import nn
 
 from common.framestack import FrameStack
 from common.policy import sample_action
-from common.protocol import Rollout
+from common.protocol import MAX_ABS_OBSERVATION, Rollout
+
+log = logging.getLogger("actor")
 
 
 @dataclass
@@ -35,15 +38,18 @@ class RolloutCollector:
     """Steps one env with a policy, keeps the frame stack, and cuts rollouts of T steps."""
 
     def __init__(self, env: gym.Env, *, actor_id: int, seed: int, unroll_length: int,
-                 frame_stack: int, frame_skip: int = 1, epsilon: float = 0.0):
+                 frame_stack: int, frame_skip: int = 1, epsilon: float = 0.0,
+                 max_abs_reward: float = 1e6):
         self.env = env
         self.actor_id = actor_id
         self.T = unroll_length
         self.frame_skip = frame_skip
         self.epsilon = epsilon
+        self.max_abs_reward = max_abs_reward
+        self.clipped_rewards = 0
         self.rng = np.random.default_rng(seed)
         obs, _ = env.reset(seed=seed)
-        obs = np.asarray(obs)
+        obs = self._observation(obs)
         self.stack = FrameStack(frame_stack, obs.shape, obs.dtype)
         self.stack.reset(obs)
         self.episode_return = 0.0
@@ -57,6 +63,25 @@ class RolloutCollector:
             logits = model.policy_logits(obs)
         return sample_action(logits[0], self.rng, epsilon=self.epsilon)
 
+    @staticmethod
+    def _observation(obs) -> np.ndarray:
+        """The env's observation within the wire's bounds (float vectors clipped, images as is)."""
+        obs = np.asarray(obs)
+        if obs.dtype.kind == "f":
+            obs = np.clip(np.nan_to_num(obs), -MAX_ABS_OBSERVATION, MAX_ABS_OBSERVATION)
+        return obs
+
+    def _bounded(self, reward: float) -> float:
+        """A reward within +-max_abs_reward (the learner rejects rollouts beyond it)."""
+        bound = self.max_abs_reward
+        if -bound <= reward <= bound:
+            return reward
+        self.clipped_rewards += 1
+        if self.clipped_rewards == 1:
+            log.warning("reward %g clipped to +-%g (the learner's --max-abs-reward); further clips "
+                        "are not logged", reward, bound)
+        return float(np.clip(np.nan_to_num(reward), -bound, bound))
+
     def collect(self, model: nn.Module, policy_version: int) -> Rollout:
         T, stack = self.T, self.stack
         frames = np.empty((T + 1, *stack.buf.shape[1:]), dtype=stack.buf.dtype)
@@ -66,6 +91,7 @@ class RolloutCollector:
         rewards = np.empty(T, dtype=np.float32)
         terminated = np.zeros(T, dtype=bool)
         truncated = np.zeros(T, dtype=bool)
+        finals = []  # the observation a time limit hid, for the learner to bootstrap from
         episodes = []
         clock = time.perf_counter
         for t in range(T):
@@ -75,12 +101,15 @@ class RolloutCollector:
             t1 = clock()
             obs, reward, term, trunc, info = self.env.step(int(actions[t]))
             t2 = clock()
-            rewards[t] = reward
+            obs = self._observation(obs)
+            rewards[t] = self._bounded(float(reward))
             terminated[t], truncated[t] = term, trunc
-            self.episode_return += float(info.get("raw_reward", reward))
+            self.episode_return += self._bounded(float(info.get("raw_reward", reward)))
             self.episode_length += 1
             if self.first_episode_actions is not None:
                 self.first_episode_actions.append(int(actions[t]))
+            if trunc and not term:
+                finals.append(np.array(obs))  # a copy: the env may reuse its buffer
             if term or trunc:
                 episodes.append({"return": self.episode_return, "length": self.episode_length,
                                  "frames": self.episode_length * self.frame_skip})
@@ -89,7 +118,7 @@ class RolloutCollector:
                     self.on_first_episode(self.first_episode_actions)
                     self.first_episode_actions = None
                 obs, _ = self.env.reset()
-                stack.reset(obs)
+                stack.reset(self._observation(obs))
             else:
                 stack.push(obs)
             t3 = clock()
@@ -98,8 +127,9 @@ class RolloutCollector:
             self.times.other += t3 - t2
         self.times.steps += T
         frames[T] = stack.newest
+        final_frames = np.stack(finals) if finals else None
         return Rollout(self.actor_id, policy_version, frames, history, actions, logp, rewards,
-                       terminated, truncated, episodes)
+                       terminated, truncated, episodes, final_frames=final_frames)
 
     def on_first_episode(self, actions: list[int]) -> None:
         """Hook: called once with the action sequence of the first episode."""

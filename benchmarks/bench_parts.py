@@ -242,11 +242,17 @@ def actor_parts(seconds: float) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- 5. ingest
 
 
-def _real_messages(n: int) -> list[bytes]:
+def _real_messages(n: int, token: str = "") -> list[bytes]:
+    """n real rollouts to replay in a cycle. Their episode ends are cleared: the learner checks
+    episode statistics against what it received before, which a replay cannot match (the
+    check itself costs microseconds)."""
     env, model, _, collector = _collector(seed=2)
-    msgs = [protocol.encode_rollout(collector.collect(model, 0)) for _ in range(n)]
+    rollouts = [collector.collect(model, 0) for _ in range(n)]
     env.close()
-    return msgs
+    for r in rollouts:
+        r.terminated[:] = r.truncated[:] = False
+        r.episodes = []
+    return [protocol.encode_rollout(r, token=token) for r in rollouts]
 
 
 def sender(port: int, seconds: float, path: str) -> dict[str, Any]:
@@ -281,12 +287,12 @@ def ingest(seconds: float, run_dir: str) -> dict[str, Any]:
 
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
-    msgs = _real_messages(8)
-    (run / "rollouts.msgpack").write_bytes(msgpack.packb(msgs))
     learner = Learner(Config(env=ENV, quiet=True), run)
-    learner.welcome({"host": "bench", "pid": os.getpid()})  # registers actor id 0
+    welcome = protocol.decode(learner.welcome({"host": "bench", "pid": os.getpid()}))  # actor id 0
+    msgs = _real_messages(8, welcome["token"])
+    (run / "rollouts.msgpack").write_bytes(msgpack.packb(msgs))
     ctx = zmq.asyncio.Context()
-    pull = transport.make_socket(ctx, zmq.PULL, max_bytes=learner.max_bytes, server=True,
+    pull = transport.make_socket(ctx, zmq.PULL, max_bytes=learner.rollout_bytes, server=True,
                                  tcp_buffer=transport.rollout_tcp_buffer(learner.spec.max_rollout_bytes))
     port = pull.bind_to_random_port("tcp://127.0.0.1")
     senders = [subprocess.Popen([sys.executable, "-m", "benchmarks.bench_parts", "sender", "--port", str(port),

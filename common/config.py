@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tomllib
 
 
 class ConfigError(ValueError):
@@ -39,9 +39,14 @@ class Config:
         0, "time limit in agent steps; 0 = 27,000 for retro games, the registered limit for Gymnasium"
     )
     clip_rewards: bool = _f(False, "clip rewards to their sign (-1, 0, 1)")
+    max_abs_reward: float = _f(
+        1e6, "actors clip each step's reward (and what enters episode returns) to +-this; the learner rejects rollouts beyond it"
+    )
     action_set: str = _f("default", "button combinations for retro games (see README)")
     # training
     mode: str = _f("async", "async: update as soon as a batch is buffered (APPO); sync: rounds", choices=("async", "sync"))
+    sync_timeout: float = _f(10.0, "sync mode: a round trains on what it has this many seconds after its first rollout (a rollout lost in flight must not stall it); actors send another rollout after as long without newer weights")
+    min_actors: int = _f(1, "sync mode: a round waits for rollouts from at least this many actors (and from every live one) until --sync-timeout")
     unroll_length: int = _f(32, "agent steps per rollout message (T)")
     batch_size: int = _f(512, "transitions per update in async mode (rounded up to whole rollouts)")
     max_policy_lag: int = _f(20, "rollouts made with a policy this many versions old or older are dropped")
@@ -75,13 +80,15 @@ class Config:
     curve_dir: str = _f("", "directory made by `learner keygen`: require CURVE on all sockets")
     max_message_mb: float = _f(64.0, "largest accepted message in MiB")
     actor_timeout: float = _f(6.0, "an actor silent this many seconds (no rollout, no heartbeat; actors send one every 2 s) counts as gone")
+    max_actors: int = _f(256, "most actors registered at once; a hello beyond it is refused (actors silent for max(60 s, 10 actor timeouts) are forgotten)")
     publish_interval: float = _f(2.0, "seconds between republishing the current weights")
     # run directory
     run_dir: str = _f("", "run directory (default runs/<env>__<mode>__<seed>__<time>)")
     report_interval: float = _f(5.0, "seconds between console / metrics.jsonl reports")
     save_interval: int = _f(200, "checkpoint every this many updates (and at exit)")
     max_checkpoints: int = _f(3, "newest checkpoints kept")
-    resume: bool = _f(False, "continue the newest checkpoint of --run-dir")
+    resume: bool = _f(False, "continue the newest checkpoint of --run-dir (flags given now override its settings, except those that fix the model and the data)")
+    overwrite: bool = _f(False, "start afresh in a --run-dir that holds an earlier run: its checkpoints, metrics, actors.jsonl and TensorBoard files are deleted")
     quiet: bool = _f(False, "no console status lines (metrics.jsonl is still written)")
     eval_interval: float = _f(
         5.0, "minutes between evaluations: one greedy episode of the current policy in a separate "
@@ -95,13 +102,16 @@ class Config:
     def __post_init__(self) -> None:
         positive = ("frame_skip", "frame_stack", "frame_size", "unroll_length", "batch_size",
                     "max_policy_lag", "epochs", "minibatches", "hidden_size", "save_interval",
-                    "max_checkpoints", "return_window")
+                    "max_checkpoints", "return_window", "max_actors", "min_actors")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("lr", "max_message_mb", "actor_timeout", "publish_interval", "report_interval"):
+        for name in ("lr", "max_message_mb", "actor_timeout", "publish_interval", "report_interval",
+                     "max_abs_reward", "sync_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.max_abs_reward > 1e12:  # beyond it, squared value errors overflow float32
+            raise ConfigError(f"max_abs_reward must be at most 1e12, got {self.max_abs_reward:g}")
         if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.vtrace_lambda <= 1.0:
             raise ConfigError("gamma and vtrace_lambda must lie in [0, 1]")
         if not 0.0 <= self.eps_base <= 1.0:
@@ -121,6 +131,8 @@ class Config:
                 raise ConfigError(f"{f.name} must be one of {', '.join(choices)}, got {getattr(self, f.name)!r}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.resume and self.overwrite:
+            raise ConfigError("--resume continues a run and --overwrite deletes it: give one of them")
         if self.minibatches > 1 and self.mode == "async" and self.rollouts_per_batch < self.minibatches:
             raise ConfigError("minibatches must not exceed the rollouts in a batch (batch_size / unroll_length)")
 
@@ -205,10 +217,29 @@ def resolve(args: argparse.Namespace, config_file: str | None) -> Config:
     return Config(**values)
 
 
+# What a run does on start, not a setting of the run: config.toml records them as false.
+RUN_ACTIONS = ("resume", "overwrite")
+# Settings a resumed run must keep: they fix the model's shape and what its data means.
+FIXED_ON_RESUME = ("env", "frame_skip", "frame_stack", "frame_size", "action_set", "hidden_size")
+
+
 def dump_toml(cfg: Config) -> str:
     import tomli_w
 
-    return tomli_w.dumps(cfg.to_dict())
+    return tomli_w.dumps({**cfg.to_dict(), **dict.fromkeys(RUN_ACTIONS, False)})
+
+
+def resume_changes(saved: dict[str, Any], cfg: Config) -> dict[str, tuple[Any, Any]]:
+    """Settings that differ between a checkpoint's config and this run's: {name: (old, new)}.
+    ConfigError when one of FIXED_ON_RESUME differs."""
+    changed = {k: (saved.get(k), v) for k, v in cfg.to_dict().items()
+               if k not in RUN_ACTIONS and k in saved and saved[k] != v}
+    fixed = [k for k in FIXED_ON_RESUME if k in changed]
+    if fixed:
+        what = ", ".join(f"{k} {changed[k][0]!r} -> {changed[k][1]!r}" for k in fixed)
+        raise ConfigError(f"--resume cannot change {what}: the checkpoint's model and data depend on it "
+                          "(start a new --run-dir instead)")
+    return changed
 
 
 def actor_seed(base_seed: int, actor_id: int) -> int:

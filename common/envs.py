@@ -51,6 +51,7 @@ __all__ = [
     "env_signature",
     "is_retro_game",
     "make_env",
+    "registered_time_limit",
 ]
 
 
@@ -310,6 +311,16 @@ def make_env(
     env = SeedOnFirstReset(env, seed)
     env.action_space.seed(seed)
     return env
+
+
+def registered_time_limit(env_id: str) -> int | None:
+    """The time limit Gymnasium registers for `env_id` (None for retro games and unknown ids)."""
+    if is_retro_game(env_id):
+        return None
+    try:
+        return gym.spec(env_id).max_episode_steps
+    except gym.error.Error:
+        return None
 
 
 def env_signature(

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from common.protocol import PROB_FLOOR
+
 MASK_LOGIT = -1e9
 
 
@@ -59,4 +61,4 @@ def sample_action(logits: np.ndarray | torch.Tensor, rng: np.random.Generator, *
     else:
         cdf = np.cumsum(probs)
         action = int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(probs) - 1))
-    return action, float(np.log(max(probs[action], 1e-30)))
+    return action, float(np.log(max(probs[action], PROB_FLOOR)))  # the learner's bound, too

@@ -8,11 +8,10 @@ name must be a section. common.config applies them between the defaults and a --
 from __future__ import annotations
 
 import fnmatch
+import tomllib
 from functools import cache
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from common.config import ConfigError
 

@@ -16,8 +16,16 @@ import lz4.block
 import msgpack
 import numpy as np
 
-PROTOCOL_VERSION = 1
-KINDS = ("hello", "welcome", "rollout", "weights", "heartbeat")
+PROTOCOL_VERSION = 2
+# Bounds a real actor never exceeds (actors floor/clip to them, the learner rejects beyond them),
+# so that nothing an admitted actor sends can overflow the float32 update.
+PROB_FLOOR = 1e-30
+"""Actors report at least this probability for the action they took."""
+LOGP_FLOOR = math.log(PROB_FLOOR)  # about -69.1
+MAX_ABS_OBSERVATION = 1e6
+"""Float observations are clipped to [-MAX_ABS_OBSERVATION, MAX_ABS_OBSERVATION] by actors."""
+KINDS = ("hello", "welcome", "rollout", "weights", "heartbeat", "rejoin")
+TOKEN_CHARS = 64  # the longest token a message may carry (the learner hands out 32 hex chars)
 ALLOWED_DTYPES = {
     name: np.dtype(name) for name in ("uint8", "int8", "int32", "int64", "float16", "float32", "bool")
 }
@@ -94,40 +102,91 @@ def _no_ext(code: int, data: bytes) -> Any:
     raise ProtocolError("msgpack ext types are not accepted")
 
 
-def _reject_timestamps(node: Any, depth: int = 0) -> None:
-    """msgpack decodes its timestamp ext type itself, past ext_hook; refuse it here."""
-    if isinstance(node, msgpack.Timestamp):
-        raise ProtocolError("msgpack ext types are not accepted")
-    if depth > 8:
-        raise ProtocolError("message nests too deeply")
-    if isinstance(node, dict):
-        for value in node.values():
-            _reject_timestamps(value, depth + 1)
-    elif isinstance(node, list):
-        for value in node:
-            _reject_timestamps(value, depth + 1)
+@dataclass(frozen=True)
+class Limits:
+    """How much a decoded message may hold, in objects (bytes are limited apart): a small
+    message of many empty containers must not cost seconds and gigabytes to decode."""
+
+    max_array_len: int = 4096
+    max_map_len: int = 1024
+    max_str_len: int = 4096
+    max_containers: int = 8192  # maps and arrays in the whole message
 
 
-def decode(buf: bytes, *, max_bytes: int = 64 << 20) -> dict[str, Any]:
-    """The message map, after envelope checks; ProtocolError on anything malformed."""
+CONTROL_LIMITS = Limits(max_array_len=0, max_map_len=16, max_str_len=512, max_containers=4)
+"""hello and heartbeat: a flat map of a few short fields."""
+
+
+def _envelope(buf: bytes) -> tuple[Any, Any]:
+    """(v, kind): the first two keys of the message, read before anything else is decoded."""
+    head = msgpack.Unpacker(raw=False, max_buffer_size=64, max_str_len=32, max_bin_len=0,
+                            max_array_len=0, max_map_len=0, max_ext_len=0, strict_map_key=True)
+    head.feed(buf[:64])
+    try:
+        n = head.read_map_header()
+    except Exception:  # not a map, or garbage
+        raise ProtocolError("message must be a map") from None
+    pairs: list[tuple[Any, Any]] = []
+    try:
+        for _ in range(min(n, 2)):
+            pairs.append((head.unpack(), head.unpack()))
+    except Exception:  # msgpack raises several unrelated types on garbage
+        pass
+    if not pairs or pairs[0][0] != "v":
+        raise ProtocolError(f"protocol version missing (a message opens with v), expected {PROTOCOL_VERSION}")
+    kind = pairs[1][1] if len(pairs) == 2 and pairs[1][0] == "kind" else None
+    return pairs[0][1], kind
+
+
+def _counter(limit: int):
+    """A msgpack list/object hook counting containers (and refusing the timestamp ext type,
+    which msgpack decodes itself, past ext_hook)."""
+    seen = 0
+
+    def hook(container: Any) -> Any:
+        nonlocal seen
+        seen += 1
+        if seen > limit:
+            raise ProtocolError(f"message holds more than {limit} maps and arrays")
+        values = container.values() if isinstance(container, dict) else container
+        if any(isinstance(x, msgpack.Timestamp) for x in values):
+            raise ProtocolError("msgpack ext types are not accepted")
+        return container
+
+    return hook
+
+
+def decode(buf: bytes, *, max_bytes: int = 64 << 20,
+           kinds: dict[str, Limits] | None = None) -> dict[str, Any]:
+    """The message map, after envelope checks; ProtocolError on anything malformed.
+
+    `v` and `kind` must open the message and are checked first; `kinds` (kind -> Limits) says
+    which kinds this receiver takes and how large each may be; the body is decoded only then,
+    within those limits.
+    """
     if len(buf) > max_bytes:
         raise ProtocolError(f"message of {len(buf)} bytes is over the limit of {max_bytes}")
+    v, kind = _envelope(buf)
+    if type(v) is not int or v != PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version {v!r}, expected {PROTOCOL_VERSION}")
+    if kind not in KINDS:
+        raise ProtocolError(f"unknown kind {kind!r}")
+    if kinds is not None and kind not in kinds:
+        raise ProtocolError(f"{kind} is not taken here (only {', '.join(kinds)})")
+    limits = kinds[kind] if kinds is not None else Limits()
+    hook = _counter(limits.max_containers)
     try:
         msg = msgpack.unpackb(
             buf, raw=False, strict_map_key=True, ext_hook=_no_ext, max_bin_len=max_bytes,
-            max_str_len=1 << 16, max_array_len=1 << 16, max_map_len=1 << 12,
+            max_str_len=limits.max_str_len, max_array_len=limits.max_array_len,
+            max_map_len=limits.max_map_len, list_hook=hook, object_hook=hook,
         )
     except ProtocolError:
         raise
     except Exception as exc:  # msgpack raises several unrelated types on garbage
         raise ProtocolError(f"not a msgpack document: {type(exc).__name__}") from None
-    if not isinstance(msg, dict):
+    if not isinstance(msg, dict):  # pragma: no cover (the envelope read a map header)
         raise ProtocolError("message must be a map")
-    _reject_timestamps(msg)
-    if type(msg.get("v")) is not int or msg["v"] != PROTOCOL_VERSION:
-        raise ProtocolError(f"protocol version {msg.get('v')!r}, expected {PROTOCOL_VERSION}")
-    if msg.get("kind") not in KINDS:
-        raise ProtocolError(f"unknown kind {msg.get('kind')!r}")
     return msg
 
 
@@ -157,12 +216,28 @@ class RolloutSpec:
     frame_stack: int
     n_actions: int
     frame_skip: int = 1
+    max_abs_reward: float = 1e6
+    max_episode_steps: int | None = None
 
     @property
     def max_rollout_bytes(self) -> int:
-        """Uncompressed payload of one rollout: the most a message carries (headers aside)."""
+        """Uncompressed payload of one rollout: the most a message carries (headers aside):
+        T+1 frames, the stack's history and at most T final frames of truncated steps."""
         frame = math.prod(self.frame_shape) * ALLOWED_DTYPES[self.frame_dtype].itemsize
-        return (self.unroll_length + self.frame_stack) * frame + self.unroll_length * 14 + 1024
+        return (2 * self.unroll_length + self.frame_stack) * frame + self.unroll_length * 14 + 1024
+
+    @property
+    def max_message_bytes(self) -> int:
+        """The largest well-formed rollout message: the payload, lz4's worst case (0.4 % more
+        than the input), the episodes and the headers. The rollout socket refuses more."""
+        return int(self.max_rollout_bytes * 1.01) + 256 * self.unroll_length + 4096
+
+    @property
+    def limits(self) -> Limits:
+        """Objects a rollout message may hold: a map of fields, a map and a shape list per
+        array, a list of at most T episode maps."""
+        return Limits(max_array_len=max(self.unroll_length, 8), max_map_len=32, max_str_len=256,
+                      max_containers=self.unroll_length + 64)
 
 
 @dataclass
@@ -178,19 +253,40 @@ class Rollout:
     rewards: np.ndarray  # [T] float32
     terminated: np.ndarray  # [T] bool
     truncated: np.ndarray  # [T] bool
-    episodes: list[dict[str, float]] = field(default_factory=list)
+    episodes: list[dict[str, Any]] = field(default_factory=list)
+    token: str = ""  # the secret the welcome gave this actor; binds the rollout to it
+    # [K, *frame_shape]: the newest frame of the observation a time limit hid, one per step
+    # that is truncated and not terminated (in step order); None = no such step
+    final_frames: np.ndarray | None = None
 
     @property
     def steps(self) -> int:
         return len(self.actions)
 
+    @property
+    def dones(self) -> np.ndarray:
+        return self.terminated | self.truncated
 
-def encode_rollout(r: Rollout, codec: str = "lz4") -> bytes:
-    """A rollout as one message; image frames compressed with `codec`."""
+    @property
+    def cut(self) -> np.ndarray:
+        """[T] steps a time limit ended without the game ending: they bootstrap, not terminate."""
+        return self.truncated & ~self.terminated
+
+    def finals(self) -> np.ndarray:
+        """final_frames, empty ([0, *frame_shape]) when there are none."""
+        if self.final_frames is not None:
+            return self.final_frames
+        return np.zeros((0, *self.frames.shape[1:]), self.frames.dtype)
+
+
+def encode_rollout(r: Rollout, codec: str = "lz4", *, token: str | None = None) -> bytes:
+    """A rollout as one message (carrying `token`, default r.token); image frames compressed
+    with `codec`."""
     frame_codec = codec if r.frames.dtype == np.uint8 else "none"
     return encode(
         "rollout",
         actor_id=r.actor_id,
+        token=r.token if token is None else token,
         policy_version=r.policy_version,
         frames=pack_array(r.frames, frame_codec),
         history=pack_array(r.history, frame_codec),
@@ -199,23 +295,62 @@ def encode_rollout(r: Rollout, codec: str = "lz4") -> bytes:
         rewards=pack_array(r.rewards),
         terminated=pack_array(r.terminated),
         truncated=pack_array(r.truncated),
+        final_frames=pack_array(r.finals(), frame_codec),
         episodes=r.episodes,
     )
 
 
-ROLLOUT_KEYS = {"v", "kind", "actor_id", "policy_version", "frames", "history", "actions",
-                "behaviour_logp", "rewards", "terminated", "truncated", "episodes"}
+ROLLOUT_KEYS = {"v", "kind", "actor_id", "token", "policy_version", "frames", "history", "actions",
+                "behaviour_logp", "rewards", "terminated", "truncated", "final_frames", "episodes"}
+
+
+def _token(value: Any) -> str:
+    if not isinstance(value, str) or len(value) > TOKEN_CHARS:
+        raise ProtocolError("token must be a short string")
+    return value
+
+
+def _count(value: Any, what: str) -> int:
+    if type(value) is not int or not 1 <= value <= 1 << 40:
+        raise ProtocolError(f"{what} must be a positive int, got {value!r}")
+    return value
+
+
+# An episode's fields and how each is checked here (types and finiteness; how they fit the
+# rollout is learner/episodes.py's business). Optional fields can join this table.
+EPISODE_FIELDS = {
+    "return": lambda v: _float(v, "episode return"),
+    "length": lambda v: _count(v, "episode length"),
+    "frames": lambda v: _count(v, "episode frames"),
+}
+
+
+def rollout_identity(msg: dict[str, Any]) -> tuple[int, str]:
+    """(actor_id, token) of a decoded rollout: checked before anything costly is."""
+    return _int(msg, "actor_id", 0, 1 << 31), _token(msg.get("token"))
+
+
+def _check_observations(a: np.ndarray, what: str) -> None:
+    if a.dtype.kind == "f" and a.size and not (np.isfinite(a).all()
+                                               and np.abs(a).max() <= MAX_ABS_OBSERVATION):
+        raise ProtocolError(f"{what} must be finite and within +-{MAX_ABS_OBSERVATION:g}")
 
 
 def validate_rollout(msg: dict[str, Any], spec: RolloutSpec, *, latest_version: int,
                      max_bytes: int = 1 << 28) -> Rollout:
-    """A decoded rollout message checked against the spec; ProtocolError if it fails."""
+    """A decoded rollout message checked against the spec; ProtocolError if it fails.
+
+    Values are bounded by what a real actor produces: log-probabilities in [LOGP_FLOOR, 0],
+    rewards within +-spec.max_abs_reward, float observations finite and within
+    +-MAX_ABS_OBSERVATION.
+    """
     if msg.get("kind") != "rollout":
         raise ProtocolError(f"expected a rollout, got {msg.get('kind')!r}")
     if set(msg) != ROLLOUT_KEYS:
         raise ProtocolError(f"rollout fields differ from the schema: {sorted(set(msg) ^ ROLLOUT_KEYS)}")
     T = spec.unroll_length
     actor_id = _int(msg, "actor_id", 0, 1 << 31)
+    token = _token(msg["token"])
     version = _int(msg, "policy_version", 0, latest_version)
     kw = {"max_bytes": max_bytes}
     frames = unpack_array(msg["frames"], dtype=spec.frame_dtype, shape=(T + 1, *spec.frame_shape), **kw)
@@ -226,12 +361,16 @@ def validate_rollout(msg: dict[str, Any], spec: RolloutSpec, *, latest_version: 
     rewards = unpack_array(msg["rewards"], dtype="float32", shape=(T,), **kw)
     terminated = unpack_array(msg["terminated"], dtype="bool", shape=(T,), **kw)
     truncated = unpack_array(msg["truncated"], dtype="bool", shape=(T,), **kw)
-    if frames.dtype.kind == "f" and not np.isfinite(frames).all():
-        raise ProtocolError("observations must be finite")
-    if not np.isfinite(rewards).all():
-        raise ProtocolError("rewards must be finite")
-    if not (np.isfinite(logp).all() and (logp <= 1e-4).all()):
-        raise ProtocolError("behaviour_logp must be finite log-probabilities")
+    cut = int((truncated & ~terminated).sum())
+    finals = unpack_array(msg["final_frames"], dtype=spec.frame_dtype, shape=(cut, *spec.frame_shape), **kw)
+    _check_observations(frames, "observations")
+    _check_observations(history, "history observations")
+    _check_observations(finals, "final observations")
+    if not (np.isfinite(rewards).all() and np.abs(rewards).max() <= spec.max_abs_reward):
+        raise ProtocolError(f"rewards must be finite and within +-{spec.max_abs_reward:g} (--max-abs-reward)")
+    # float32 rounding of a float64 log: a hair beyond the bounds is still an honest actor
+    if not (np.isfinite(logp).all() and (logp <= 1e-4).all() and (logp >= LOGP_FLOOR - 1e-3).all()):
+        raise ProtocolError(f"behaviour_logp must be log-probabilities in [{LOGP_FLOOR:.1f}, 0]")
     if actions.min() < 0 or actions.max() >= spec.n_actions:
         raise ProtocolError(f"actions must lie in [0, {spec.n_actions})")
     episodes = msg["episodes"]
@@ -239,22 +378,20 @@ def validate_rollout(msg: dict[str, Any], spec: RolloutSpec, *, latest_version: 
         raise ProtocolError("episodes must be a list of at most unroll_length entries")
     clean = []
     for ep in episodes:
-        if not isinstance(ep, dict) or set(ep) != {"return", "length", "frames"}:
-            raise ProtocolError("an episode is a map of return, length, frames")
-        clean.append({"return": _float(ep["return"], "episode return"),
-                      "length": _float(ep["length"], "episode length"),
-                      "frames": _float(ep["frames"], "episode frames")})
+        if not isinstance(ep, dict) or set(ep) != set(EPISODE_FIELDS):
+            raise ProtocolError(f"an episode is a map of {', '.join(EPISODE_FIELDS)}")
+        clean.append({k: check(ep[k]) for k, check in EPISODE_FIELDS.items()})
     return Rollout(actor_id, version, frames, history, actions, logp, rewards, terminated,
-                   truncated, clean)
+                   truncated, clean, token, finals)
 
 
 # ---------------------------------------------------------------------------- heartbeat
 
-HEARTBEAT_KEYS = {"v", "kind", "actor_id", "session"}
+HEARTBEAT_KEYS = {"v", "kind", "actor_id", "session", "token"}
 
 
-def validate_heartbeat(msg: dict[str, Any]) -> tuple[int, str]:
-    """(actor_id, session) of a decoded heartbeat: an actor saying it is alive (control socket)."""
+def validate_heartbeat(msg: dict[str, Any]) -> tuple[int, str, str]:
+    """(actor_id, session, token) of a decoded heartbeat: an actor saying it is alive."""
     if msg.get("kind") != "heartbeat":
         raise ProtocolError(f"expected a heartbeat, got {msg.get('kind')!r}")
     if set(msg) != HEARTBEAT_KEYS:
@@ -262,7 +399,7 @@ def validate_heartbeat(msg: dict[str, Any]) -> tuple[int, str]:
     session = msg["session"]
     if not isinstance(session, str) or len(session) > 64:
         raise ProtocolError("heartbeat session must be a short string")
-    return _int(msg, "actor_id", 0, 1 << 31), session
+    return _int(msg, "actor_id", 0, 1 << 31), session, _token(msg["token"])
 
 
 # ---------------------------------------------------------------------------- weights

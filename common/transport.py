@@ -18,6 +18,9 @@ CONTROL, ROLLOUTS, WEIGHTS = 0, 1, 2
 ROLLOUT_HWM = 4
 WEIGHTS_HWM = 2
 CONNECT_TIMEOUT_MS = 3000
+# A peer that has not finished its ZMTP (and CURVE) greeting after this long is dropped, so
+# half-open connections do not hold the learner's file descriptors for libzmq's default 30 s.
+HANDSHAKE_MS = 10_000
 
 
 def rollout_tcp_buffer(rollout_bytes: int) -> int:
@@ -203,7 +206,14 @@ def make_socket(ctx: zmq.Context, kind: int, *, max_bytes: int, keys: CurveKeys 
         sock.sndhwm = sock.rcvhwm = WEIGHTS_HWM
     if kind == zmq.SUB:
         sock.setsockopt(zmq.SUBSCRIBE, b"")
-    if kind in (zmq.DEALER, zmq.ROUTER):
+    if server:
+        sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_MS)
+    elif kind == zmq.DEALER:
+        # ZMTP heartbeats on the actor's side only: they tell an actor within seconds that its
+        # learner is gone. Never on the learner's sockets: libzmq 4.3.x aborts the whole process
+        # (`Assertion failed: !_io_error (stream_engine_base.cpp)`, zeromq/libzmq#4364) when a
+        # heartbeat timer fires on a connection whose input is held back (its queue full, as in a
+        # flood) after the peer went away. The learner tells live actors by their own heartbeats.
         sock.setsockopt(zmq.HEARTBEAT_IVL, 2000)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 6000)
     apply_curve(sock, keys, server=server)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
 import logging
+import resource
+import signal
 import sys
 from pathlib import Path
 
@@ -34,12 +37,29 @@ def train_parser() -> argparse.ArgumentParser:
     return p
 
 
+def raise_fd_limit() -> int:
+    """Soft RLIMIT_NOFILE up to the hard one (each actor holds three connections); the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):  # some platforms cap the soft limit below an infinite hard one
+            pass
+    return soft
+
+
 def main_train(argv: list[str]) -> int:
     args = train_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s learner %(levelname)s %(message)s")
     from common import envs, transport
-    from learner.server import Learner
+    from learner.checkpoint import RunDirError
+    from learner.server import Learner, PortInUse
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: every thread's stack
+    fd_limit = raise_fd_limit()
+    log.debug("file descriptor limit %d", fd_limit)
 
     try:
         cfg = resolve(args, args.config)
@@ -53,13 +73,16 @@ def main_train(argv: list[str]) -> int:
                   "host can join, send rollouts and read the weights; use --curve-dir DIR "
                   "(make keys with `learner keygen DIR`)", file=sys.stderr, flush=True)
         learner = Learner(cfg, run_dir, keys=keys)
-    except (ConfigError, envs.EnvError, transport.TransportError, ValueError, RuntimeError) as exc:
+    except (ConfigError, RunDirError, envs.EnvError, transport.TransportError, ValueError, RuntimeError) as exc:
         print(f"learner: error: {exc}", file=sys.stderr)
         return 2
     try:
         return asyncio.run(learner.run())
-    except OSError as exc:  # typically the port is taken
-        print(f"learner: error: {exc} (is another learner on port {cfg.port}?)", file=sys.stderr)
+    except PortInUse as exc:
+        print(f"learner: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"learner: error: {exc}", file=sys.stderr)
         return 1
 
 

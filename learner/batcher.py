@@ -19,20 +19,28 @@ from common.protocol import Rollout
 @dataclass
 class Batch:
     """Time-major training data; `gather_stacks(frames, stack_idx)` gives the T+1 observations
-    (the last one bootstraps)."""
+    (the last one bootstraps), `final_stacks(...)` the observations time limits hid."""
 
     frames: np.ndarray  # [T+stack, B, *frame_shape]: each rollout's history, then its T+1 frames
     stack_idx: np.ndarray  # [T+1, B, stack] int64: the rows of `frames` that make each step's stack
     actions: np.ndarray  # [T, B] int64
     behaviour_logp: np.ndarray  # [T, B] float32
     rewards: np.ndarray  # [T, B] float32
-    dones: np.ndarray  # [T, B] bool (terminated or truncated)
+    terminated: np.ndarray  # [T, B] bool: the game ended (no bootstrap)
+    cut: np.ndarray  # [T, B] bool: a time limit ended the episode, the game did not (bootstrap)
+    final_frames: np.ndarray  # [K, *frame_shape]: the newest frame of each hidden observation
+    final_at: np.ndarray  # [K, 2] int64: (t, b) of each
     lags: np.ndarray  # [B] policy versions between the data and the learner
+    actor_ids: np.ndarray  # [B] who sent each rollout
     action_mask: np.ndarray | None = None  # [T, B, A] bool: legal actions, for masked envs
 
     @property
     def transitions(self) -> int:
         return self.actions.size
+
+    @property
+    def dones(self) -> np.ndarray:
+        return self.terminated | self.cut
 
 
 def gather_stacks(frames, stack_idx):
@@ -50,23 +58,41 @@ def gather_stacks(frames, stack_idx):
     return frames[stack_idx, cols[None, :, None]]
 
 
+def final_stacks(frames, stack_idx, final_frames, final_at):
+    """[K, stack, ...]: the stack of each observation a time limit hid, that is the step's own
+    stack shifted by one with the final frame pushed (what the actor's FrameStack would hold).
+    Works on numpy arrays and on torch tensors alike."""
+    t, b = final_at[:, 0], final_at[:, 1]
+    older = frames[stack_idx[t, b, 1:], b[:, None]]  # [K, stack-1, ...]
+    if isinstance(frames, np.ndarray):
+        return np.concatenate([older, final_frames[:, None]], axis=1)
+    import torch
+
+    return torch.cat([older, final_frames[:, None]], dim=1)
+
+
 def collate(rollouts: list[Rollout], version: int) -> Batch:
     """Stack rollouts along B; each frame is copied once, stacks are left to `gather_stacks`."""
-    dones = [r.terminated | r.truncated for r in rollouts]
+    dones = [r.dones for r in rollouts]
     first = rollouts[0]
     h = len(first.history)
     frames = np.empty((h + len(first.frames), len(rollouts), *first.frames.shape[1:]), first.frames.dtype)
     for b, r in enumerate(rollouts):
         frames[:h, b] = r.history
         frames[h:, b] = r.frames
+    at = [(t, b) for b, r in enumerate(rollouts) for t in np.flatnonzero(r.cut)]
     return Batch(
         frames=frames,
         stack_idx=np.stack([stack_indices(d, h + 1) for d in dones], axis=1),
         actions=np.stack([r.actions for r in rollouts], axis=1).astype(np.int64),
         behaviour_logp=np.stack([r.behaviour_logp for r in rollouts], axis=1),
         rewards=np.stack([r.rewards for r in rollouts], axis=1),
-        dones=np.stack(dones, axis=1),
+        terminated=np.stack([r.terminated for r in rollouts], axis=1),
+        cut=np.stack([r.cut for r in rollouts], axis=1),
+        final_frames=np.concatenate([r.finals() for r in rollouts]),
+        final_at=np.array(at, dtype=np.int64).reshape(-1, 2),
         lags=np.array([version - r.policy_version for r in rollouts], dtype=np.int64),
+        actor_ids=np.array([r.actor_id for r in rollouts], dtype=np.int64),
     )
 
 

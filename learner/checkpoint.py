@@ -1,10 +1,16 @@
-"""Checkpoints: save atomically, keep the newest few, resume. Loaded with weights_only=True."""
+"""Checkpoints: save atomically, keep the newest few, resume. Loaded with weights_only=True.
+
+A run directory that holds checkpoints belongs to that run: a new learner starts there only
+with --resume (continue it) or --overwrite (delete it first). Rotation sorts by update count,
+so two runs sharing a directory would delete each other's checkpoints.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,6 +23,40 @@ PATTERN = re.compile(r"ckpt_(\d+)\.pt$")
 
 class CheckpointError(ValueError):
     """A checkpoint problem, worded as one line for the user."""
+
+
+class RunDirError(ValueError):
+    """A run directory that cannot be used as asked, worded as one line."""
+
+
+RUN_FILES = ("checkpoints", "metrics.jsonl", "actors.jsonl", "tb")
+
+
+def claim_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> list[str]:
+    """Check that a learner may start in `run_dir`; with `overwrite`, delete the earlier run's
+    files first (their names are returned). RunDirError when it holds checkpoints and neither
+    flag says what to do, or when --resume finds none."""
+    found = list_checkpoints(run_dir / "checkpoints")
+    if resume:
+        if not found:
+            raise RunDirError(f"--resume: no checkpoint in {run_dir / 'checkpoints'} to continue")
+        return []
+    if not found:
+        return []
+    if not overwrite:
+        raise RunDirError(f"{run_dir} holds checkpoints of an earlier run (newest {found[-1].name}): "
+                          "continue it with --resume, or delete it and start afresh with --overwrite")
+    deleted = []
+    for name in RUN_FILES:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        else:
+            continue
+        deleted.append(name)
+    return deleted
 
 
 def checkpoint_path(directory: str | Path, updates: int) -> Path:

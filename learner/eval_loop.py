@@ -40,7 +40,7 @@ def tensorboard_gif(writer: Any, tag: str, gif: bytes, step: int) -> None:
     with Image.open(io.BytesIO(gif)) as img:
         width, height = img.size
     image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=gif)
-    writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+    writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
 
 def _lower_priority() -> None:

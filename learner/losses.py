@@ -2,7 +2,10 @@
 
 The actors' behaviour policy lags the learner's, so the V-trace correction (see
 :mod:`learner.vtrace`) provides off-policy value targets and advantages, and the PPO ratio
-``pi / mu`` against the behaviour policy is clipped to keep each update close to it.
+``pi / mu`` against the behaviour policy is clipped to keep each update close to it. For a
+negative advantage the surrogate is also bounded below by ``dual_clip * advantage`` (dual-clip
+PPO, Ye et al. 2020): without it a ratio as large as the bounds on behaviour_logp allow
+(``exp(69)``) makes a gradient that overflows float32.
 """
 
 from __future__ import annotations
@@ -39,11 +42,16 @@ class LossConfig:
     clip_pg_rho: float | None = 1.0
     """V-trace clipping of the policy-gradient importance weights; ``None`` disables it."""
     normalize_advantages: bool = True
-    """Standardise advantages over the whole ``[T, B]`` batch before the surrogate."""
+    """Standardise the advantages of each call, i.e. of each minibatch the trainer passes
+    (as CleanRL's PPO does), before the surrogate."""
+    dual_clip: float | None = 3.0
+    """Lower bound ``dual_clip * A`` of the surrogate where ``A < 0``; ``None`` disables it."""
 
     def __post_init__(self) -> None:
         if not self.clip_eps > 0:
             raise ValueError(f"clip_eps must be positive, got {self.clip_eps!r}")
+        if self.dual_clip is not None and not self.dual_clip > 1:
+            raise ValueError(f"dual_clip must be above 1 or None, got {self.dual_clip!r}")
         if not 0 <= self.lambda_ <= 1:
             raise ValueError(f"lambda_ must be in [0, 1], got {self.lambda_!r}")
 
@@ -69,8 +77,10 @@ def appo_loss(
     discounts: Tensor,
     cfg: LossConfig,
     action_mask: Tensor | None = None,
+    truncated: Tensor | None = None,
+    final_values: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
-    """Compute the APPO loss for one time-major batch of trajectories.
+    """Compute the APPO loss for one time-major batch (the trainer's minibatch) of trajectories.
 
     Args:
         logits: ``[T, B, A]`` current-policy logits (with grad).
@@ -80,12 +90,15 @@ def appo_loss(
         actions: ``[T, B]`` int64 actions taken by the actors.
         behaviour_logp: ``[T, B]`` log-prob of each action under the actor's policy.
         rewards: ``[T, B]`` rewards.
-        discounts: ``[T, B]`` per-step discounts, ``gamma * (1 - done)``.
+        discounts: ``[T, B]`` per-step discounts, ``gamma * (1 - terminated)``.
         cfg: loss hyper-parameters.
         action_mask: ``[T, B, A]`` bool, True where an action was legal, or None. Illegal logits
             become ``MASK_LOGIT`` first (the mask the actor applied), so the log-probabilities
             in the V-trace and PPO ratios are those of the masked policy and the entropy counts
             legal actions only.
+        truncated: ``[T, B]`` bool, steps a time limit ended (the game did not); their
+            targets bootstrap from ``final_values`` (see :mod:`learner.vtrace`). Optional.
+        final_values: ``[T, B]`` value of the observation a time limit hid (detached).
 
     Returns:
         ``(loss, stats)``: the scalar loss to minimise,
@@ -121,17 +134,23 @@ def appo_loss(
         clip_rho_threshold=cfg.clip_rho,
         clip_pg_rho_threshold=cfg.clip_pg_rho,
         lambda_=cfg.lambda_,
+        truncated=truncated,
+        final_values=None if final_values is None else final_values.detach(),
     )
 
     adv = vtrace.pg_advantages
     if cfg.normalize_advantages and adv.numel() > 1:
-        # Population std so a constant batch gives zero advantages instead of NaN.
+        # Over this call's [T, B] (one minibatch). Population std so a constant minibatch gives
+        # zero advantages instead of NaN.
         adv = (adv - adv.mean()) / (adv.std(correction=0) + 1e-8)
 
     ratio = torch.exp(log_ratio)
     surr1 = ratio * adv
     surr2 = ratio.clamp(1.0 - cfg.clip_eps, 1.0 + cfg.clip_eps) * adv
-    policy_loss = -torch.min(surr1, surr2).mean()
+    surrogate = torch.min(surr1, surr2)
+    if cfg.dual_clip is not None:
+        surrogate = torch.where(adv < 0, torch.max(surrogate, cfg.dual_clip * adv), surrogate)
+    policy_loss = -surrogate.mean()
 
     value_loss = 0.5 * (vtrace.vs - values).pow(2).mean()
 

@@ -1,48 +1,52 @@
 """The asyncio learner: one task per role (control, receive, train, publish, report).
 
-Updates and checkpoint writes run in a worker thread, so receiving never stops.
+Updates and checkpoint writes run in a worker thread, so receiving never stops. The worker
+owns the model; the event loop owns every counter and applies what the worker hands back.
+Who may send what is the registry's business (learner/registry.py), what episode statistics
+must look like the episode book's (learner/episodes.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import errno
 import logging
 import os
 import secrets
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import zmq
 import zmq.asyncio
 
 from common import envs, protocol, transport
-from common.config import Config, actor_epsilon, actor_seed, dump_toml, env_kwargs
+from common.config import Config, dump_toml, env_kwargs, resume_changes
 from common.model import build_model, env_model_spec, spec_hash, state_to_numpy
-from common.protocol import ProtocolError, RolloutSpec
+from common.protocol import CONTROL_LIMITS, ProtocolError, RolloutSpec
 from learner import checkpoint, run_info
 from learner.batcher import Batch, Batcher, collate
+from learner.episodes import EpisodeBook
 from learner.eval_loop import EvalLoop
-from learner.metrics import Metrics
+from learner.metrics import Metrics, open_fds
 from learner.progress import Console
-from learner.trainer import Trainer, pick_device
+from learner.registry import IdentityError, Registry
+from learner.rounds import SyncRound
+from learner.trainer import Trainer, UpdateResult, finite_parameters, pick_device
 
 log = logging.getLogger("learner")
 HELLO_KEYS = {"v", "kind", "host", "pid", "previous_id"}
+CONTROL_MAX_BYTES = 64 << 10  # hello and heartbeat are a few dozen bytes
+JOIN_PUBLISH_DELAY, JOIN_PUBLISH_GAP = 0.3, 1.0  # seconds: weights for newcomers, coalesced
+YIELD_S = 0.005  # a receiving task runs at most this long before it lets the others run
 
 
-@dataclass
-class ActorInfo:
-    actor_id: int
-    host: str
-    pid: int
-    seed: int
-    last_seen: float
+class PortInUse(OSError):
+    """The learner's port (or P+1, P+2) is taken; one line names it."""
 
 
 def _peer_address(frame: zmq.Frame) -> str:
@@ -74,25 +78,47 @@ def torch_threads(cfg: Config) -> int:
     return cfg.torch_threads or max(1, (os.cpu_count() or 2) // 2)
 
 
+def specs(cfg: Config) -> tuple[dict[str, Any], dict[str, Any], RolloutSpec]:
+    """What a configuration agrees with its actors: make_env's arguments, the model spec and
+    the rollout spec (the shapes and bounds every rollout must keep)."""
+    kwargs = env_kwargs(cfg, envs.is_retro_game(cfg.env))
+    sig, model = env_model_spec(cfg)
+    limit = kwargs["max_episode_steps"] or envs.registered_time_limit(cfg.env)
+    spec = RolloutSpec(cfg.unroll_length, tuple(sig.obs_shape), sig.obs_dtype, model["frame_stack"],
+                       sig.n_actions, kwargs["frame_skip"], cfg.max_abs_reward, limit)
+    return kwargs, model, spec
+
+
+def actor_settings(cfg: Config) -> dict[str, Any]:
+    """What every welcome tells an actor: the environment, the model, the rollouts it sends."""
+    kwargs, model, spec = specs(cfg)
+    return {"env": cfg.env, "env_kwargs": kwargs, "mode": cfg.mode, "unroll_length": cfg.unroll_length,
+            "model": model, "max_message_bytes": int(cfg.max_message_mb * (1 << 20)),
+            "publish_interval": cfg.publish_interval, "rollout_bytes": spec.max_rollout_bytes,
+            "max_abs_reward": cfg.max_abs_reward, "sync_timeout": cfg.sync_timeout}
+
+
 class Learner:
     def __init__(self, cfg: Config, run_dir: Path, *, keys: transport.CurveKeys | None = None):
         self.cfg = cfg
         self.run_dir = run_dir
         self.keys = keys
-        is_retro = envs.is_retro_game(cfg.env)
-        self.env_kwargs = env_kwargs(cfg, is_retro)
-        sig, self.model_spec = env_model_spec(cfg)
+        self.env_kwargs, self.model_spec, self.spec = specs(cfg)
+        self.settings = actor_settings(cfg)
         self.spec_hash = spec_hash(self.model_spec)
-        self.spec = RolloutSpec(cfg.unroll_length, tuple(sig.obs_shape), sig.obs_dtype,
-                                self.model_spec["frame_stack"], sig.n_actions, self.env_kwargs["frame_skip"])
         self.max_bytes = int(cfg.max_message_mb * (1 << 20))
+        self.rollout_bytes = min(self.max_bytes, self.spec.max_message_bytes)
         self.device = pick_device(cfg.device)
         torch.set_num_threads(torch_threads(cfg))
+        torch.manual_seed(cfg.seed)  # the initial weights and the minibatch order follow --seed
         self.trainer = Trainer(build_model(self.model_spec), cfg, self.device)
+        self.episodes = EpisodeBook(self.spec, rewards_are_returns=not cfg.clip_rewards)
         self.session = secrets.token_hex(8)  # names this learner process; not a seed
         self.version = 0
-        self.next_actor_id = 0
         counters: dict[str, Any] = {}
+        deleted = checkpoint.claim_run_dir(run_dir, resume=cfg.resume, overwrite=cfg.overwrite)
+        if deleted:
+            print(f"--overwrite: deleted the earlier run's {', '.join(deleted)} in {run_dir}", flush=True)
         run_dir.mkdir(parents=True, exist_ok=True)
         if cfg.resume:
             counters = self._resume()
@@ -107,90 +133,111 @@ class Learner:
         self.console = Console(cfg)
         self.evals = EvalLoop(run_dir, interval_min=cfg.eval_interval, max_steps=cfg.eval_max_steps,
                               record=self.metrics.log_eval)
+        self.registry = Registry(cfg, run_dir, next_actor_id=int(counters.get("next_actor_id", 0)))
         self.reached_end = False  # --total-frames, --stop-at-return or --max-minutes, not a signal
         self.batcher = Batcher(cfg.rollouts_per_batch, cfg.max_policy_lag)
         self.batcher.dropped_stale = int(counters.get("dropped_stale", 0))
-        self.actors: dict[int, ActorInfo] = {}
-        self.sync_round: dict[int, protocol.Rollout] = {}
-        self.weights_msg = self._encode_weights()
+        self.round = SyncRound(self.version, timeout=cfg.sync_timeout, min_actors=cfg.min_actors)
+        self.round_timer: asyncio.TimerHandle | None = None
+        weights = self._encode_weights()
+        if weights is None:
+            raise ValueError("the model to start from holds non-finite weights")
+        self.weights_msg = weights
         self.reject_log = RateLimitedLog()
+        self.refuse_log = RateLimitedLog()
+        self.join_publish: asyncio.TimerHandle | None = None
+        self.last_join_publish = 0.0
         self.exit_code = 0
         # one worker thread: updates and checkpoint writes never overlap and never block receiving
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="update")
 
     # ------------------------------------------------------------------ state
     def _resume(self) -> dict[str, Any]:
+        """Model, optimizer and counters from the newest loadable checkpoint. The settings given
+        now apply (the learning rate and Adam's epsilon reach the optimizer), except those that
+        fix the model and the data, which raise; one line says what changed."""
         found = checkpoint.load_latest(self.run_dir / "checkpoints", self.device)
         if found is None:
-            log.warning("--resume: no checkpoint in %s; starting fresh", self.run_dir / "checkpoints")
-            return {}
+            raise checkpoint.RunDirError(f"--resume: no checkpoint in {self.run_dir / 'checkpoints'} loads")
         path, ckpt = found
+        changed = resume_changes(ckpt.get("config", {}), self.cfg)  # names a refused flag first
         if ckpt.get("model_spec") != self.model_spec:
             raise ValueError(f"{path} was made for another environment or model; use another --run-dir")
         self.trainer.model.load_state_dict(ckpt["model"])
+        if not finite_parameters(self.trainer.model):
+            raise ValueError(f"{path} holds non-finite weights; move it away to resume from an older one")
         self.trainer.optimizer.load_state_dict(ckpt["optimizer"])
+        for group in self.trainer.optimizer.param_groups:  # the flags given now, not the saved ones
+            group["lr"], group["eps"] = self.cfg.lr, self.cfg.adam_eps
         counters = dict(ckpt["counters"])
         self.version = int(counters.get("version", counters.get("updates", 0)))
-        self.next_actor_id = int(counters.get("next_actor_id", 0))
         log.info("resumed %s: %d updates, %d frames", path, counters.get("updates", 0), counters.get("frames", 0))
+        if changed:
+            print("--resume: settings changed from the checkpoint's: "
+                  + ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in sorted(changed.items())), flush=True)
         return counters
 
-    def _encode_weights(self) -> bytes:
-        return protocol.encode_weights(state_to_numpy(self.trainer.model), version=self.version,
+    def _encode_weights(self, version: int | None = None) -> bytes | None:
+        """The model's weights as a message, or None when any is not finite (never published)."""
+        state = state_to_numpy(self.trainer.model)
+        if not all(np.isfinite(a).all() for a in state.values()):
+            log.error("the model holds non-finite weights; they are not published")
+            return None
+        return protocol.encode_weights(state, version=self.version if version is None else version,
                                        spec_hash=self.spec_hash, session=self.session)
 
-    def _payload(self) -> dict[str, Any]:
+    def counters(self) -> dict[str, Any]:
+        """What a checkpoint records besides the weights; read in the event loop, which owns it."""
         counters = self.metrics.counters()
-        counters.update(version=self.version, next_actor_id=self.next_actor_id,
+        counters.update(version=self.version, next_actor_id=self.registry.next_actor_id,
                         dropped_stale=self.batcher.dropped_stale)
-        return {"model": self.trainer.model.state_dict(), "optimizer": self.trainer.optimizer.state_dict(),
-                "counters": counters, "config": self.cfg.to_dict(), "model_spec": self.model_spec}
+        return counters
 
-    def save_checkpoint(self) -> Path:
-        return checkpoint.save(self.run_dir / "checkpoints", self.metrics.updates, self._payload(),
-                               self.cfg.max_checkpoints)
+    def save_checkpoint(self, counters: dict[str, Any]) -> Path | None:
+        """Worker thread (which owns the model): write a checkpoint unless a weight is non-finite.
+        A failed write (no file descriptors left, a full disk) is logged; the next one is tried."""
+        if not finite_parameters(self.trainer.model):
+            log.error("the model holds non-finite weights; checkpoint not written")
+            return None
+        payload = {"model": self.trainer.model.state_dict(), "optimizer": self.trainer.optimizer.state_dict(),
+                   "counters": counters, "config": self.cfg.to_dict(), "model_spec": self.model_spec}
+        try:
+            return checkpoint.save(self.run_dir / "checkpoints", counters["updates"], payload,
+                                   self.cfg.max_checkpoints)
+        except OSError as exc:
+            log.error("checkpoint at update %d not written: %s", counters["updates"], exc)
+            return None
 
     def live_actors(self) -> list[int]:
-        cutoff = time.monotonic() - self.cfg.actor_timeout
-        return [a.actor_id for a in self.actors.values() if a.last_seen >= cutoff]
+        return self.registry.live(time.monotonic())
 
     # ------------------------------------------------------------------ control
-    def welcome(self, hello: dict[str, Any], addr: str = "") -> bytes:
-        """Admit an actor; `addr` is the IP its connection comes from, as ZeroMQ saw it."""
-        prev = hello.get("previous_id")
-        live = set(self.live_actors())
-        if type(prev) is int and 0 <= prev < self.next_actor_id and prev not in live:
-            actor_id = prev  # an actor rejoining after a learner restart keeps its id and seed
-        else:
-            actor_id = self.next_actor_id
-            self.next_actor_id += 1
-        seed = actor_seed(self.cfg.seed, actor_id)
-        host = str(hello.get("host", "?"))[:255]
-        pid = hello.get("pid") if type(hello.get("pid")) is int else -1
-        self.actors[actor_id] = ActorInfo(actor_id, host, pid, seed, time.monotonic())
-        epsilon = actor_epsilon(self.cfg, actor_id)
-        with open(self.run_dir / "actors.jsonl", "a") as fh:
-            fh.write(json.dumps({"actor_id": actor_id, "host": host, "addr": addr, "pid": pid, "seed": seed,
-                                 "epsilon": epsilon, "joined_at": time.time()}) + "\n")
-        log.info("actor %d joined from %s (%s) pid %s (seed %d)", actor_id, host, addr or "?", pid, seed)
-        settings = {
-            "env": self.cfg.env, "env_kwargs": self.env_kwargs, "mode": self.cfg.mode,
-            "unroll_length": self.cfg.unroll_length, "model": self.model_spec,
-            "max_message_bytes": self.max_bytes, "publish_interval": self.cfg.publish_interval,
-            "rollout_bytes": self.spec.max_rollout_bytes,
-        }
-        return protocol.encode("welcome", actor_id=actor_id, seed=seed, epsilon=epsilon,
-                               session=self.session, settings=settings)
+    def _user_id(self, frame: zmq.Frame) -> str | None:
+        """The CURVE key (z85) a message came with: ZeroMQ's User-Id, which the ZAP handler sets."""
+        if self.keys is None:
+            return None
+        try:
+            return frame.get("User-Id")
+        except zmq.ZMQError:
+            return None
 
-    def heartbeat(self, msg: dict[str, Any]) -> None:
+    def welcome(self, hello: dict[str, Any], user_id: str | None = None, addr: str = "") -> bytes | None:
+        """The welcome for a valid hello (a new registry entry), or None when the registry is full;
+        `addr` is the IP its connection comes from, as ZeroMQ saw it."""
+        info = self.registry.join(hello, user_id, time.monotonic(), addr)
+        if info is None:
+            self.refuse_log("hello refused: %d actors registered (--max-actors)", len(self.registry.actors))
+            return None
+        self.episodes.start(info.actor_id, fresh=hello.get("previous_id") is None)
+        return protocol.encode("welcome", actor_id=info.actor_id, seed=info.seed, epsilon=info.epsilon,
+                               session=self.session, token=info.token, settings=self.settings)
+
+    def heartbeat(self, msg: dict[str, Any], user_id: str | None = None) -> None:
         """An actor says it is alive (every ~2 s, also while it waits on us): it stays counted."""
-        actor_id, session = protocol.validate_heartbeat(msg)
+        actor_id, session, token = protocol.validate_heartbeat(msg)
         if session != self.session:
             raise ProtocolError(f"heartbeat from actor {actor_id} of another learner session")
-        info = self.actors.get(actor_id)
-        if info is None:
-            raise ProtocolError(f"heartbeat from unknown actor id {actor_id}")
-        info.last_seen = time.monotonic()
+        self.registry.verify(actor_id, token, user_id, time.monotonic())
 
     @staticmethod
     def _check_hello(msg: dict[str, Any]) -> None:
@@ -201,50 +248,84 @@ class Learner:
                 or not (prev is None or type(prev) is int):
             raise ProtocolError("hello fields have the wrong types")
 
+    def _schedule_join_publish(self) -> None:
+        """Weights for a newcomer soon (its SUB needs a moment to connect), at most one such
+        broadcast per JOIN_PUBLISH_GAP however many join: a hello flood costs no broadcasts."""
+        if self.join_publish is not None:
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(JOIN_PUBLISH_DELAY, self.last_join_publish + JOIN_PUBLISH_GAP - loop.time())
+
+        def fire() -> None:
+            self.join_publish = None
+            self.last_join_publish = loop.time()
+            self.publish_now.set()
+
+        self.join_publish = loop.call_later(delay, fire)
+
     async def control_task(self, sock: zmq.asyncio.Socket) -> None:
+        kinds = {"hello": CONTROL_LIMITS, "heartbeat": CONTROL_LIMITS}
+        turn = time.monotonic()
         while True:
             frames = await sock.recv_multipart(copy=False)
+            now = time.monotonic()
+            if now - turn > YIELD_S:  # a backlog of control messages must not starve the other tasks
+                await asyncio.sleep(0)
+                turn = now
             if len(frames) != 2:
                 self._reject("control message with %d frames", len(frames))
                 continue
+            peer, body = frames[0].bytes, frames[1]
+            if not self.registry.admit(peer, now):
+                self.refuse_log("control messages over the rate limits dropped (%d so far)",
+                                self.registry.rate_limited)
+                continue
+            user_id = self._user_id(body)
+            reply = None
             try:
-                msg = protocol.decode(frames[1].bytes, max_bytes=1 << 20)
+                msg = protocol.decode(body.buffer, max_bytes=CONTROL_MAX_BYTES, kinds=kinds)
                 if msg["kind"] == "heartbeat":
-                    self.heartbeat(msg)
+                    self.heartbeat(msg, user_id)
                     continue
-                if msg["kind"] != "hello":
-                    raise ProtocolError(f"{msg['kind']} on the control socket")
                 self._check_hello(msg)
+                if self.registry.may_answer(now):
+                    reply = self.welcome(msg, user_id, _peer_address(body))
+                else:
+                    self.refuse_log("control messages over the rate limits dropped (%d so far)",
+                                    self.registry.rate_limited)
+            except IdentityError as exc:
+                self._reject("bad control message: %s", exc)
+                if self.registry.may_answer(now):  # tell a forgotten actor to join again
+                    reply = protocol.encode("rejoin", reason=str(exc)[:200])
             except ProtocolError as exc:
                 self._reject("bad control message: %s", exc)
-                continue
-            await sock.send_multipart([frames[0].bytes, self.welcome(msg, _peer_address(frames[1]))])
-            # the newcomer's SUB needs a moment to connect; then it need not wait for the timer
-            asyncio.get_running_loop().call_later(0.3, self.publish_now.set)
+            if reply is not None:
+                await sock.send_multipart([peer, reply])
+                if msg["kind"] == "hello":
+                    self._schedule_join_publish()
 
     # ------------------------------------------------------------------ receive
     def _reject(self, fmt: str, *args: Any) -> None:
         self.metrics.rejected_messages += 1
         self.reject_log("rejected message: " + fmt, *args)
 
-    def accept(self, buf: bytes) -> protocol.Rollout | None:
+    def accept(self, buf: Any, user_id: str | None = None) -> protocol.Rollout | None:
         """Decode and validate one rollout message; None (counted) when it fails."""
         try:
-            msg = protocol.decode(buf, max_bytes=self.max_bytes)
+            msg = protocol.decode(buf, max_bytes=self.rollout_bytes, kinds={"rollout": self.spec.limits})
+            # who sent it first: a forger costs a decode, not a decompression and validation
+            self.registry.verify(*protocol.rollout_identity(msg), user_id, time.monotonic())
             r = protocol.validate_rollout(msg, self.spec, latest_version=self.version,
                                           max_bytes=self.max_bytes)
-            info = self.actors.get(r.actor_id)
-            if info is None:
-                raise ProtocolError(f"unknown actor id {r.actor_id}")
+            episodes = self.episodes.check(r)
         except ProtocolError as exc:
             self._reject("%s", exc)
             return None
-        info.last_seen = time.monotonic()
         m = self.metrics
         m.steps += r.steps
         m.frames += r.steps * self.spec.frame_skip
-        for ep in r.episodes:
-            m.add_episode(ep["return"])
+        for ep in episodes:
+            m.add_episode(ep.ret, ep.verified)
         target = self.cfg.stop_at_return
         if target and r.episodes and len(m.returns) == m.returns.maxlen and m.mean_return() >= target:
             if not self.stop.is_set():
@@ -255,64 +336,93 @@ class Learner:
         return r
 
     async def receive_task(self, sock: zmq.asyncio.Socket) -> None:
+        turn = time.monotonic()
         while True:
             if self.cfg.mode == "async":
                 while self.batcher.full:  # backpressure: let ZeroMQ's queues hold the actors back
                     await asyncio.sleep(0.002)
-            buf = await sock.recv(copy=True)
-            r = self.accept(buf)
+            frame = await sock.recv(copy=False)
+            now = time.monotonic()
+            if now - turn > YIELD_S:  # a flood of rollouts must not starve the other tasks
+                await asyncio.sleep(0)
+                turn = now
+            r = self.accept(frame.buffer, self._user_id(frame))
             if r is None:
                 continue
             if self.cfg.mode == "async":
                 self.batcher.add(r, self.version)
                 if self.batcher.ready():
                     self.data_ready.set()
-            elif r.policy_version == self.version and r.actor_id not in self.sync_round:
-                self.sync_round[r.actor_id] = r
+            elif self.round.offer(r, now):
                 self._check_round()
             else:
                 self.batcher.dropped_stale += 1
 
     def _check_round(self) -> None:
-        if self.sync_round and set(self.live_actors()) <= set(self.sync_round):
+        """Sync mode: wake the train task when the round is complete, or when it times out."""
+        loop = asyncio.get_running_loop()
+        if self.round.complete(self.live_actors(), time.monotonic()):
             self.data_ready.set()
+        elif self.round_timer is None and self.round.deadline() is not None:
+            def expire() -> None:
+                self.round_timer = None
+                self._check_round()
+
+            self.round_timer = loop.call_later(max(0.0, self.round.deadline() - time.monotonic()) + 0.01,
+                                               expire)
 
     # ------------------------------------------------------------------ train
     def _next_batch(self) -> Batch | None:
         if self.cfg.mode == "async":
             return self.batcher.take(self.version)
-        if not (self.sync_round and set(self.live_actors()) <= set(self.sync_round)):
+        if not self.round.complete(self.live_actors(), time.monotonic()):
             return None
-        rollouts = [self.sync_round[k] for k in sorted(self.sync_round)]
-        self.sync_round = {}
-        return collate(rollouts, self.version)
+        return collate(self.round.take(), self.version)  # no round is open until the next version
 
-    def _update(self, batch: Batch, save: bool) -> tuple[dict[str, float], bytes]:
-        """Worker thread: one update, the new weights encoded, a checkpoint when due."""
-        stats = self.trainer.update(batch)
+    def _update(self, batch: Batch, version: int) -> tuple[UpdateResult, bytes | None]:
+        """Worker thread: one update and, unless it was skipped, the new weights as `version`.
+        It changes nothing the event loop owns: the loop applies the result."""
+        result = self.trainer.update(batch)
         if self.cfg.update_delay:
             time.sleep(self.cfg.update_delay)
+        if result.skipped is not None:
+            return result, None
+        weights = self._encode_weights(version)
+        if weights is None:
+            result.skipped = "weights"
+        return result, weights
+
+    def _apply(self, batch: Batch, result: UpdateResult, weights: bytes | None) -> None:
+        """Event loop: take an update's result; a skipped one leaves version and weights as they were."""
+        if weights is None:
+            self.metrics.skipped_updates += 1
+            log.warning("update skipped: non-finite %s on a batch from actors %s; the weights stay "
+                        "at version %d (%d skipped so far)", result.skipped,
+                        sorted({int(a) for a in batch.actor_ids}), self.version, self.metrics.skipped_updates)
+            return
         self.version += 1
         self.metrics.updates += 1
-        weights = self._encode_weights()
-        if save:
-            self.save_checkpoint()
-        return stats, weights
+        self.weights_msg = weights
+        stats = result.stats
+        self.metrics.lags.extend(int(x) for x in batch.lags)
+        stats["charts/policy_lag_mean"] = float(batch.lags.mean())
+        stats["charts/policy_lag_max"] = float(batch.lags.max())
+        self.metrics.log_update(stats)
 
     async def train_task(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await self.data_ready.wait()
             self.data_ready.clear()
             batch = self._next_batch()
             if batch is None:
                 continue
-            save = (self.metrics.updates + 1) % self.cfg.save_interval == 0
-            loop = asyncio.get_running_loop()
-            stats, self.weights_msg = await loop.run_in_executor(self.worker, self._update, batch, save)
-            self.metrics.lags.extend(int(x) for x in batch.lags)
-            stats["charts/policy_lag_mean"] = float(batch.lags.mean())
-            stats["charts/policy_lag_max"] = float(batch.lags.max())
-            self.metrics.log_update(stats)
+            result, weights = await loop.run_in_executor(self.worker, self._update, batch, self.version + 1)
+            self._apply(batch, result, weights)
+            if self.cfg.mode == "sync":
+                self.round.open(self.version)  # the weights of this version are published next
+            if weights is not None and self.metrics.updates % self.cfg.save_interval == 0:
+                await loop.run_in_executor(self.worker, self.save_checkpoint, self.counters())
             self.publish_now.set()
             if self.cfg.mode == "async" and self.batcher.ready():
                 self.data_ready.set()
@@ -325,8 +435,11 @@ class Learner:
     async def publish_task(self, sock: zmq.asyncio.Socket) -> None:
         while True:
             await sock.send(self.weights_msg, copy=False)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation that
+            # arrives as the event is set, and this task then outlived SIGTERM (seen in a flood)
             try:
-                await asyncio.wait_for(self.publish_now.wait(), self.cfg.publish_interval)
+                async with asyncio.timeout(self.cfg.publish_interval):
+                    await self.publish_now.wait()
             except TimeoutError:
                 pass
             self.publish_now.clear()
@@ -337,10 +450,13 @@ class Learner:
             self.report()
 
     def report(self) -> dict[str, Any]:
+        for actor_id in self.registry.prune(time.monotonic()):
+            self.episodes.forget(actor_id)
         live = self.live_actors()
         if self.cfg.mode == "sync":
             self._check_round()  # an actor that went silent no longer holds the round up
-        row = self.metrics.report(len(live), self.batcher.dropped_stale)
+        row = self.metrics.report(len(live), self.batcher.dropped_stale,
+                                  rate_limited=self.registry.rate_limited, fds=open_fds())
         self.console.report(row)
         return row
 
@@ -398,6 +514,28 @@ class Learner:
                 log.info("%s changed: %d actor keys admitted", directory, len(now))
 
     # ------------------------------------------------------------------ main
+    def _bind(self, ctx: zmq.asyncio.Context) -> list[zmq.asyncio.Socket]:
+        """The three sockets, bound; PortInUse (every socket closed, so ctx.term() returns) when
+        a port is taken."""
+        socks: list[zmq.asyncio.Socket] = []
+        for kind, offset, limit in ((zmq.ROUTER, transport.CONTROL, CONTROL_MAX_BYTES),
+                                    (zmq.PULL, transport.ROLLOUTS, self.rollout_bytes),
+                                    (zmq.PUB, transport.WEIGHTS, self.max_bytes)):
+            s = transport.make_socket(ctx, kind, max_bytes=limit, keys=self.keys, server=True,
+                                      tcp_buffer=transport.rollout_tcp_buffer(self.spec.max_rollout_bytes))
+            socks.append(s)
+            address = transport.endpoint(self.cfg.bind, self.cfg.port, offset)
+            try:
+                s.bind(address)
+            except zmq.ZMQError as exc:
+                for t in socks:
+                    t.close(linger=0)
+                if exc.errno == errno.EADDRINUSE:
+                    raise PortInUse(f"port {self.cfg.port + offset} ({address}) is already in use; is "
+                                    f"another learner running? Pick another --port") from None
+                raise OSError(f"cannot bind {address}: {exc}") from None
+        return socks
+
     async def run(self) -> int:
         self.stop = asyncio.Event()
         self.data_ready = asyncio.Event()
@@ -407,20 +545,15 @@ class Learner:
             loop.add_signal_handler(sig, self.stop.set)
         ctx = zmq.asyncio.Context()
         auth = None
-        if self.keys is not None:
-            from zmq.auth.asyncio import AsyncioAuthenticator
-
-            auth = AsyncioAuthenticator(ctx)
-            auth.start()
-            auth.configure_curve(domain="*", location=str(Path(self.cfg.curve_dir) / "authorized"))
-        socks = []
+        socks: list[zmq.asyncio.Socket] = []
         try:
-            for kind, offset in ((zmq.ROUTER, transport.CONTROL), (zmq.PULL, transport.ROLLOUTS),
-                                 (zmq.PUB, transport.WEIGHTS)):
-                s = transport.make_socket(ctx, kind, max_bytes=self.max_bytes, keys=self.keys, server=True,
-                                          tcp_buffer=transport.rollout_tcp_buffer(self.spec.max_rollout_bytes))
-                s.bind(transport.endpoint(self.cfg.bind, self.cfg.port, offset))
-                socks.append(s)
+            if self.keys is not None:
+                from zmq.auth.asyncio import AsyncioAuthenticator
+
+                auth = AsyncioAuthenticator(ctx)
+                auth.start()
+                auth.configure_curve(domain="*", location=str(Path(self.cfg.curve_dir) / "authorized"))
+            socks = self._bind(ctx)
             control, pull, pub = socks
             print(f"learner ready: tcp://{self.cfg.bind}:{self.cfg.port} (run dir {self.run_dir}, "
                   f"device {self.device}, env {self.cfg.env}, mode {self.cfg.mode}, "
@@ -434,12 +567,20 @@ class Learner:
             done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
             for t in tasks:
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            _, stuck = await asyncio.wait(tasks, timeout=5)  # a stop never waits on a task for long
+            if stuck:
+                log.error("tasks still running 5 s after the stop: %s; stopping anyway",
+                          ", ".join(t.get_coro().__name__ for t in stuck))
             for t in done:
                 if t is not stopper and t.exception() is not None:
                     log.error("learner task failed; saving a checkpoint and stopping",
                               exc_info=t.exception())
                     self.exit_code = 1
+        except PortInUse:
+            self.worker.shutdown(wait=True)
+            self.metrics.close()
+            self.registry.close()
+            raise
         finally:
             self.evals.stop()
             for s in socks:
@@ -448,13 +589,14 @@ class Learner:
                 auth.stop()
             ctx.term()
         # the single worker thread finishes an update in flight before the final save
-        path = await loop.run_in_executor(self.worker, self.save_checkpoint)
+        path = await loop.run_in_executor(self.worker, self.save_checkpoint, self.counters())
         self.worker.shutdown(wait=True)
         self.report()
         self.console.close()
-        if self.reached_end and self.cfg.eval_interval:
+        if self.reached_end and self.cfg.eval_interval and path is not None:
             await self.evals.run_once(path, "final", self._eval_counters())
         self.metrics.close()
+        self.registry.close()
         log.info("final checkpoint %s", path)
         print(f"learner stopped: {self.metrics.frames:,} frames, {self.metrics.updates} updates; "
               f"checkpoint {path}", flush=True)

@@ -1,13 +1,21 @@
-"""One APPO update on a device. No I/O: batches in, statistics out."""
+"""One APPO update on a device. No I/O: batches in, statistics out.
+
+An update whose loss or gradient norm is not finite is skipped: the model and the optimizer
+are put back as they were before it, so no poison ever reaches the weights.
+"""
 
 from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
 from common.config import Config
-from learner.batcher import Batch, gather_stacks
+from learner.batcher import Batch, final_stacks, gather_stacks
 from learner.losses import LossConfig, appo_loss
 
 
@@ -17,6 +25,20 @@ def pick_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {name} asked for, but CUDA is not available here")
     return torch.device(name)
+
+
+@dataclass
+class UpdateResult:
+    """What one update did: its statistics, or why it was skipped (weights unchanged)."""
+
+    stats: dict[str, float] = field(default_factory=dict)
+    skipped: str | None = None
+
+
+def finite_parameters(model: nn.Module) -> bool:
+    """True when every parameter and buffer is finite, and so is their norm (one pass)."""
+    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
+    return bool(torch.isfinite(nn.utils.get_total_norm(tensors)))
 
 
 class Trainer:
@@ -36,13 +58,32 @@ class Trainer:
             t = t.pin_memory().to(self.device, non_blocking=True)
         return t if dtype is None else t.to(dtype)
 
-    def update(self, batch: Batch) -> dict[str, float]:
+    def update(self, batch: Batch) -> UpdateResult:
+        """One pass of `epochs` x `minibatches` steps over the batch, or none at all when any
+        step meets a non-finite loss or gradient norm (or would leave non-finite weights)."""
+        model_before = copy.deepcopy(self.model.state_dict())
+        optimizer_before = copy.deepcopy(self.optimizer.state_dict())
+        result = self._steps(batch)
+        if result.skipped is None and not finite_parameters(self.model):
+            result = UpdateResult(skipped="weights")
+        if result.skipped is not None:
+            self.model.load_state_dict(model_before)
+            self.optimizer.load_state_dict(optimizer_before)
+        return result
+
+    def _steps(self, batch: Batch) -> UpdateResult:
         # frames cross to the device once; stacks (4x the bytes) are gathered there
-        obs = gather_stacks(self._tensor(batch.frames), self._tensor(batch.stack_idx))
+        frames, stack_idx = self._tensor(batch.frames), self._tensor(batch.stack_idx)
+        obs = gather_stacks(frames, stack_idx)
         actions = self._tensor(batch.actions)
         logp = self._tensor(batch.behaviour_logp)
         rewards = self._tensor(batch.rewards)
-        discounts = self.cfg.gamma * (1.0 - self._tensor(batch.dones, torch.float32))
+        # truncation is not termination: a step cut by a time limit keeps its discount and
+        # bootstraps from the value of the observation the limit hid
+        discounts = self.cfg.gamma * (1.0 - self._tensor(batch.terminated, torch.float32))
+        cut = self._tensor(batch.cut)
+        final_at = self._tensor(batch.final_at)
+        final_obs = final_stacks(frames, stack_idx, self._tensor(batch.final_frames), final_at)
         masks = None if batch.action_mask is None else self._tensor(batch.action_mask)
         T1, B = obs.shape[:2]
         stats: dict[str, float] = {}
@@ -55,15 +96,30 @@ class Trainer:
                 logits, values = self.model(obs[:, mb].flatten(0, 1))
                 logits = logits.view(T1, len(mb), -1)
                 values = values.view(T1, len(mb))
+                final_values = self._final_values(final_obs, final_at, T1 - 1, B)
                 loss, s = appo_loss(logits[:-1], values[:-1], values[-1], actions[:, mb], logp[:, mb],
                                     rewards[:, mb], discounts[:, mb], self.loss_cfg,
-                                    None if masks is None else masks[:, mb])
+                                    None if masks is None else masks[:, mb],
+                                    truncated=cut[:, mb], final_values=final_values[:, mb])
+                if not math.isfinite(s["losses/total"]):
+                    return UpdateResult(skipped="loss")
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                s["losses/grad_norm"] = float(nn.utils.clip_grad_norm_(self.model.parameters(),
-                                                                       self.cfg.max_grad_norm))
+                grad_norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm))
+                if not math.isfinite(grad_norm):
+                    return UpdateResult(skipped="gradient norm")
+                s["losses/grad_norm"] = grad_norm
                 self.optimizer.step()
                 for k, v in s.items():
                     stats[k] = stats.get(k, 0.0) + v
                 n += 1
-        return {k: v / n for k, v in stats.items()}
+        return UpdateResult({k: v / n for k, v in stats.items()})
+
+    def _final_values(self, final_obs: torch.Tensor, final_at: torch.Tensor, T: int, B: int) -> torch.Tensor:
+        """[T, B]: V(x_final) at the steps a time limit cut, with the current weights (zero elsewhere)."""
+        out = torch.zeros(T, B, device=self.device)
+        if len(final_obs):
+            with torch.no_grad():
+                _, v = self.model(final_obs)
+            out[final_at[:, 0], final_at[:, 1]] = v.to(out.dtype)
+        return out

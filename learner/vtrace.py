@@ -13,6 +13,14 @@ Notation (with ``V_T := bootstrap_value``)::
                      * (r_t + discount_t * vs_{t+1} - V_t)
 
 A threshold of ``None`` disables that clipping.
+
+Truncation is not termination: at a step cut by a time limit the episode did not end, so its
+target bootstraps from the value of the observation the time limit hid, ``V(x_final)``
+(``final_values``), with the full discount, while the trace is still cut there (what follows
+belongs to the next episode)::
+
+    next_t = V(x_final)_t if truncated_t else V_{t+1}       (likewise vs_{t+1} in the advantage)
+    c_t    = 0            if truncated_t
 """
 
 from __future__ import annotations
@@ -46,10 +54,17 @@ def _validate(
     rewards: Tensor,
     values: Tensor,
     bootstrap_value: Tensor,
+    truncated: Tensor | None = None,
+    final_values: Tensor | None = None,
 ) -> None:
     if values.dim() != 2:
         raise ValueError(f"values must be [T, B], got shape {tuple(values.shape)}")
-    for name, t in (("log_rhos", log_rhos), ("discounts", discounts), ("rewards", rewards)):
+    if (truncated is None) != (final_values is None):
+        raise ValueError("truncated and final_values go together")
+    pairs = [("log_rhos", log_rhos), ("discounts", discounts), ("rewards", rewards)]
+    if truncated is not None:
+        pairs += [("truncated", truncated), ("final_values", final_values)]
+    for name, t in pairs:
         if t.shape != values.shape:
             raise ValueError(
                 f"{name} must have the same [T, B] shape as values {tuple(values.shape)}, "
@@ -89,6 +104,8 @@ def from_importance_weights(
     clip_rho_threshold: float | None = 1.0,
     clip_pg_rho_threshold: float | None = 1.0,
     lambda_: float = 1.0,
+    truncated: Tensor | None = None,
+    final_values: Tensor | None = None,
 ) -> VTraceReturns:
     """Compute V-trace value targets and policy-gradient advantages.
 
@@ -105,6 +122,10 @@ def from_importance_weights(
         clip_pg_rho_threshold: clipping of the importance weights multiplying the policy
             gradient advantages; ``None`` for no clipping.
         lambda_: trace-cutting coefficient multiplying ``c_t`` (1.0 is plain V-trace).
+        truncated: ``[T, B]`` bool, steps where a time limit (not the game) ended the episode;
+            their discount stays ``gamma``. ``None``: no truncation.
+        final_values: ``[T, B]`` ``V(x_final)`` of the observation after each truncated step
+            (other entries are ignored); given with ``truncated``.
 
     Returns:
         :class:`VTraceReturns` with ``vs`` and ``pg_advantages``, both ``[T, B]`` with the
@@ -113,7 +134,7 @@ def from_importance_weights(
     Raises:
         ValueError: if shapes are inconsistent, ``T == 0`` or a threshold is not positive.
     """
-    _validate(log_rhos, discounts, rewards, values, bootstrap_value)
+    _validate(log_rhos, discounts, rewards, values, bootstrap_value, truncated, final_values)
     _check_threshold("clip_rho_threshold", clip_rho_threshold)
     _check_threshold("clip_pg_rho_threshold", clip_pg_rho_threshold)
 
@@ -123,12 +144,18 @@ def from_importance_weights(
         cs = lambda_ * rhos.clamp(max=1.0)
 
         values_t_plus_1 = torch.cat([values[1:], bootstrap_value.unsqueeze(0)], dim=0)
+        decay = discounts * cs
+        if truncated is not None:
+            values_t_plus_1 = torch.where(truncated, final_values, values_t_plus_1)
+            decay = torch.where(truncated, torch.zeros_like(decay), decay)
         deltas = clipped_rhos * (rewards + discounts * values_t_plus_1 - values)
 
-        vs = _trace(deltas, discounts * cs) + values
+        vs = _trace(deltas, decay) + values
 
         # Policy gradient uses the one-step target built from the next V-trace target.
         vs_t_plus_1 = torch.cat([vs[1:], bootstrap_value.unsqueeze(0)], dim=0)
+        if truncated is not None:
+            vs_t_plus_1 = torch.where(truncated, final_values, vs_t_plus_1)
         clipped_pg_rhos = (
             rhos if clip_pg_rho_threshold is None else rhos.clamp(max=clip_pg_rho_threshold)
         )

@@ -242,7 +242,8 @@ def test_dump_load_round_trip(tmp_path):
     ):
         path = write(tmp_path, dump_toml(cfg))
         back = Config(**load_toml(path))
-        assert back == cfg
+        # what a run does on start (--resume, --overwrite) is not one of its settings
+        assert back == dataclasses.replace(cfg, resume=False, overwrite=False)
         for f in dataclasses.fields(Config):
             assert type(getattr(back, f.name)) is type(getattr(cfg, f.name)), f.name
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import zmq
 import zmq.auth
 
-from common import protocol
+from common import protocol, transport
 from tests.conftest import (
     BIN,
     CARTPOLE,
@@ -21,6 +21,7 @@ from tests.conftest import (
     read_actors,
     wait_for,
 )
+from tests.scripted import ScriptedActor
 
 
 def _keygen(keys: Path, n: int) -> str:
@@ -120,9 +121,59 @@ def test_curve_admits_only_authorized_actors(procs, tmp_path):
     assert row["rejected_messages"] == 0, "the intruders' messages never reached the learner"
     assert row["actors"] == 1 and [a["pid"] for a in read_actors(run)] == [good.pid]
     assert intruder.poll() is None and plain.poll() is None  # they keep trying, harmlessly
+
+    # Issue 8.3: an admitted key cannot speak for an actor that joined with another key, even
+    # with that actor's id and token
+    key = {i: transport.actor_keys(keys / f"actor{i}.key_secret", server_key) for i in (0, 1)}
+    joiner, other = ScriptedActor(port, keys=key[1]), ScriptedActor(port, keys=key[0])
+    try:
+        joiner.join()
+        r = cartpole_rollout(joiner.actor_id)
+        other.send(other.rollout_message(r, **joiner.identity()))
+        other.dealer.send(protocol.encode("heartbeat", session=joiner.welcome["session"], **joiner.identity()))
+        wait_for(lambda: last_metrics(run)["rejected_messages"] == 2, 20, "both forgeries rejected")
+        frames = last_metrics(run)["frames"]
+        joiner.send(joiner.rollout_message(r))  # the same message from the key that joined
+        wait_for(lambda: last_metrics(run)["frames"] >= frames + 32, 20, "the genuine rollout counted")
+    finally:
+        joiner.close()
+        other.close()
+    assert last_metrics(run)["rejected_messages"] == 2
     for name in ("rogue", "plain"):
         log = (tmp_path / f"{name}.log").read_text()
         assert "joined" not in log and "cannot reach the learner" in log
+
+
+def test_curve_user_id_is_the_z85_public_key(tmp_path):
+    """What the registry binds actors to: with pyzmq's authenticator, ZeroMQ's User-Id property
+    of a CURVE message is the sender's public key in z85."""
+    from zmq.auth.thread import ThreadAuthenticator
+
+    keys = tmp_path / "keys"
+    _keygen(keys, 1)
+    ctx = zmq.Context()
+    auth = ThreadAuthenticator(ctx)
+    auth.start()
+    auth.configure_curve(domain="*", location=str(keys / "authorized"))
+    server = ctx.socket(zmq.ROUTER)
+    server.linger = 0
+    transport.apply_curve(server, transport.learner_keys(keys), server=True)
+    port = server.bind_to_random_port("tcp://127.0.0.1")
+    client = ctx.socket(zmq.DEALER)
+    client.linger = 0
+    actor = transport.actor_keys(keys / "actor0.key_secret", keys / "learner.key")
+    transport.apply_curve(client, actor, server=False)
+    client.connect(f"tcp://127.0.0.1:{port}")
+    try:
+        client.send(b"hi")
+        assert server.poll(10_000)
+        _, body = server.recv_multipart(copy=False)
+        assert body.get("User-Id") == actor.public.decode() and len(actor.public) == 40
+    finally:
+        client.close()
+        server.close()
+        auth.stop()
+        ctx.term()
 
 
 def _start_learner(tmp_path: Path, name: str, *flags: str) -> tuple[str, str]:

@@ -128,6 +128,7 @@ def test_evaluate_damaged_newest_falls_back_to_older(tmp_path: Path):
     assert evaluate(run, episodes=1)["checkpoint"] == str(good)
 
 
+@pytest.mark.may_skip
 def test_mp4_without_ffmpeg_says_use_gif(tmp_path: Path):
     try:
         import imageio_ffmpeg  # noqa: F401

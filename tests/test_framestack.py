@@ -173,3 +173,49 @@ def test_collated_batch_gives_every_actor_its_own_stacks(size):
     np.testing.assert_array_equal(got.numpy(), want)
     cols = [3, 1]  # a minibatch of columns gathers the same stacks
     np.testing.assert_array_equal(gather_stacks(batch.frames[:, cols], batch.stack_idx[:, cols]), want[:, cols])
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_final_stacks_are_what_the_actor_would_have_seen(size):
+    """Issue 8.13: at a step cut by a time limit, the learner rebuilds the observation the
+    limit hid: the step's stack with the final frame pushed, as the actor's FrameStack holds it."""
+    import torch
+
+    from common.protocol import Rollout
+    from learner.batcher import collate, final_stacks
+
+    rng = np.random.default_rng(10 + size)
+    rollouts, want = [], {}
+    for actor in range(3):
+        env = FakeEnv()
+        env.count = 1000 * actor
+        stack = FrameStack(size, SHAPE, np.uint8)
+        stack.reset(env.frame())
+        history = stack.history()
+        frames = np.empty((T + 1, *SHAPE), np.uint8)
+        cut = rng.random(T) < 0.4
+        finals = []
+        for t in range(T):
+            frames[t] = stack.newest
+            final = env.frame()
+            if cut[t]:  # a time limit: the actor sends `final`, then resets
+                hidden = FrameStack(size, SHAPE, np.uint8)
+                hidden.buf[:] = stack.buf
+                hidden.push(final)
+                want[(t, actor)] = hidden.buf.copy()
+                finals.append(final)
+                stack.reset(env.frame())
+            else:
+                stack.push(final)
+        frames[T] = stack.newest
+        rollouts.append(Rollout(actor, 0, frames, history, np.zeros(T, np.int32), np.zeros(T, np.float32),
+                                np.zeros(T, np.float32), np.zeros(T, bool), cut, [],
+                                final_frames=np.stack(finals) if finals else None))
+    batch = collate(rollouts, version=0)
+    assert [tuple(a) for a in batch.final_at] == sorted(want, key=lambda k: (k[1], k[0]))
+    got = final_stacks(batch.frames, batch.stack_idx, batch.final_frames, batch.final_at)
+    for k, (t, b) in enumerate(batch.final_at):
+        np.testing.assert_array_equal(got[k], want[(t, b)])
+    as_torch = final_stacks(*(torch.from_numpy(a) for a in (batch.frames, batch.stack_idx, batch.final_frames,
+                                                              batch.final_at)))
+    np.testing.assert_array_equal(as_torch.numpy(), got)

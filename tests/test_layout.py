@@ -4,7 +4,6 @@ no test imports a benchmark module, and the installed package does not contain t
 from __future__ import annotations
 
 import ast
-
 import tomllib
 
 from tests.conftest import ROOT

@@ -235,3 +235,36 @@ def test_modules_import_only_torch_numpy_stdlib(module: str) -> None:
         for name in names:
             root = name.split(".")[0]
             assert root in allowed or name in allowed, f"{module} imports {name}"
+
+
+def test_dual_clip_bounds_the_gradient_of_a_huge_ratio() -> None:
+    """behaviour_logp at the floor a real actor can send (issue 8.1): ratio ~ e^69. With a negative
+    advantage plain PPO's gradient is ratio-sized and overflows float32; dual clip cuts it."""
+    from common.protocol import LOGP_FLOOR
+
+    batch = make_batch(seed=7)
+    batch["rewards"] = -(batch["rewards"].abs() + 1.0)
+    batch["values"] = torch.zeros_like(batch["values"], requires_grad=True)
+    batch["discounts"] = torch.zeros_like(batch["discounts"])  # adv = rho * r < 0
+    batch["behaviour_logp"] = torch.full_like(batch["behaviour_logp"], LOGP_FLOOR)
+    cfg = LossConfig(ent_coef=0.0, normalize_advantages=False)
+    loss, _ = appo_loss(**batch, cfg=cfg)
+    loss.backward()
+    assert torch.isfinite(loss) and batch["logits"].grad.abs().max() == 0  # all ratios > 3
+    batch["logits"].grad = None
+    loss, _ = appo_loss(**batch, cfg=dataclasses.replace(cfg, dual_clip=None))
+    loss.backward()
+    assert batch["logits"].grad.abs().max() > 1e25  # what dual clip saves the update from
+
+
+def test_advantages_are_normalised_per_call_as_the_docstring_says() -> None:
+    """Issue 8.13: the words said "the whole batch" while the trainer normalises each minibatch."""
+    src = Path(sys.modules[LossConfig.__module__].__file__).read_text()
+    doc = src.split("normalize_advantages: bool = True", 1)[1].split('"""')[1]
+    assert "minibatch" in doc and "whole" not in doc
+    batch = make_batch(seed=8)
+    halves = [{k: v[:, :2] if v.dim() > 1 else v[:2] for k, v in batch.items()},
+              {k: v[:, 2:] if v.dim() > 1 else v[2:] for k, v in batch.items()}]
+    halves[1]["rewards"] = halves[1]["rewards"] * 100  # another scale: normalised away per call
+    per_call = [appo_loss(**h, cfg=LossConfig())[1]["losses/policy_loss"] for h in halves]
+    assert abs(per_call[0]) < 5 and abs(per_call[1]) < 5

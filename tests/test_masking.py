@@ -129,9 +129,11 @@ def test_trainer_applies_the_batch_mask():
         cfg = Config(env="CartPole-v1", epochs=1, minibatches=1, unroll_length=Tn, batch_size=Tn * Bn)
         batch = Batch(frames=frames, stack_idx=np.broadcast_to(np.arange(Tn + 1)[:, None, None], (Tn + 1, Bn, 1)).copy(),
                       actions=actions.numpy(), behaviour_logp=behaviour, rewards=rng.normal(size=(Tn, Bn)).astype(np.float32),
-                      dones=np.zeros((Tn, Bn), bool), lags=np.zeros(Bn, np.int64),
+                      terminated=np.zeros((Tn, Bn), bool), cut=np.zeros((Tn, Bn), bool),
+                      final_frames=np.zeros((0, *frames.shape[2:]), np.uint8), final_at=np.zeros((0, 2), np.int64),
+                      lags=np.zeros(Bn, np.int64), actor_ids=np.arange(Bn),
                       action_mask=mask if with_mask else None)
-        return Trainer(model, cfg, torch.device("cpu")).update(batch)
+        return Trainer(model, cfg, torch.device("cpu")).update(batch).stats
 
     assert stats(True)["losses/rho_mean"] == pytest.approx(1.0, abs=1e-5)
     assert stats(False)["losses/rho_mean"] < 0.95

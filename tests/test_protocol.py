@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from common.protocol import (
+    LOGP_FLOOR,
+    MAX_ABS_OBSERVATION,
     PROTOCOL_VERSION,
     ProtocolError,
     Rollout,
@@ -40,6 +42,7 @@ CARTPOLE = RolloutSpec(
 SPEC_HASH = "abc123"
 EXPECTED = {"w": ((3, 4), "float32"), "b": ((4,), "float32"), "steps": ((1,), "int64")}
 ARRAY_FIELDS = (
+    "final_frames",
     "frames",
     "history",
     "actions",
@@ -62,7 +65,7 @@ def make_rollout(spec: RolloutSpec, seed: int = 0, **overrides) -> Rollout:
     terminated = np.zeros(T, dtype=bool)
     terminated[2] = True
     truncated = np.zeros(T, dtype=bool)
-    truncated[T - 1] = True
+    truncated[T - 1] = True  # a time limit: the observation it hid travels in final_frames
     fields = dict(
         actor_id=3,
         policy_version=7,
@@ -75,8 +78,9 @@ def make_rollout(spec: RolloutSpec, seed: int = 0, **overrides) -> Rollout:
         truncated=truncated,
         episodes=[
             {"return": 1.5, "length": 3, "frames": 12},
-            {"return": -2, "length": 3.0, "frames": 12},
+            {"return": -2, "length": 3, "frames": 12},
         ],
+        final_frames=frames[:1].copy() + 1 if spec.frame_dtype == "uint8" else frames[:1] + 1,
     )
     fields.update(overrides)
     return Rollout(**fields)
@@ -158,8 +162,8 @@ def test_rollout_round_trip(spec, codec):
         np.testing.assert_array_equal(b, a, err_msg=name)
     assert (got.actor_id, got.policy_version, got.steps) == (3, 7, T)
     assert got.episodes == [
-        {"return": 1.5, "length": 3.0, "frames": 12.0},
-        {"return": -2.0, "length": 3.0, "frames": 12.0},
+        {"return": 1.5, "length": 3, "frames": 12},
+        {"return": -2.0, "length": 3, "frames": 12},
     ]
     if spec is CARTPOLE:
         assert got.history.shape == (0, 4)
@@ -248,7 +252,7 @@ def test_not_a_map_rejected(doc):
         decode(msgpack.packb(doc, use_bin_type=True))
 
 
-@pytest.mark.parametrize("v", [0, 2, None, "1"])
+@pytest.mark.parametrize("v", [0, 1, 3, None, "2"])
 def test_wrong_version_rejected(v):
     msg = {"kind": "hello"} if v is None else {"v": v, "kind": "hello"}
     with pytest.raises(ProtocolError, match="version"):
@@ -637,3 +641,119 @@ def test_weights_wrong_kind_and_params_type():
     buf = encode_weights(make_state(), version=5, spec_hash=SPEC_HASH, session="s1")
     with pytest.raises(ProtocolError):
         decode(buf[: len(buf) // 2])
+
+
+# ---------------------------------------------------------------------------- bounds of a real actor
+
+
+def test_logp_bounds_are_those_of_a_real_actor():
+    """Actors floor probabilities at PROB_FLOOR: anything below its log is poison (issue 8.1)."""
+    at_floor = np.full(T, LOGP_FLOOR, np.float32)
+    got = validate_rollout(rollout_msg(behaviour_logp=at_floor), ATARI, latest_version=10)
+    assert got.behaviour_logp.min() == np.float32(LOGP_FLOOR)
+    for bad in (-1e30, -70.0, LOGP_FLOOR - 0.01):
+        logp = np.full(T, -0.5, np.float32)
+        logp[2] = bad
+        check_rejected(rollout_msg(behaviour_logp=logp), match="behaviour_logp")
+
+
+@pytest.mark.parametrize("bad", [3e38, -3e38, 1e6 * 1.001])
+def test_rewards_beyond_max_abs_reward_rejected(bad):
+    rewards = np.zeros(T, np.float32)
+    rewards[1] = bad
+    check_rejected(rollout_msg(rewards=rewards), match="max-abs-reward")
+
+
+def test_rewards_at_the_bound_accepted_and_bound_follows_the_spec():
+    rewards = np.array([1e6, -1e6, 0, 1, -1, 5], np.float32)
+    validate_rollout(rollout_msg(rewards=rewards), ATARI, latest_version=10)
+    tight = dataclasses.replace(ATARI, max_abs_reward=1.0)
+    check_rejected(rollout_msg(rewards=rewards), tight, match="max-abs-reward")
+
+
+@pytest.mark.parametrize("bad", [1e7, -1e30, 3e38])
+def test_float_observations_beyond_the_bound_rejected(bad):
+    assert bad < -MAX_ABS_OBSERVATION or bad > MAX_ABS_OBSERVATION
+    r = make_rollout(CARTPOLE)
+    r.frames[1, 0] = bad
+    check_rejected(decode(encode_rollout(r)), CARTPOLE, match="within")
+    r = make_rollout(CARTPOLE)
+    r.frames[1, 0] = MAX_ABS_OBSERVATION
+    validate_rollout(decode(encode_rollout(r)), CARTPOLE, latest_version=10)
+
+
+def test_float_history_is_checked_too():
+    spec = dataclasses.replace(CARTPOLE, frame_stack=2)
+    r = make_rollout(spec)
+    r.history[0, 1] = np.nan
+    check_rejected(decode(encode_rollout(r)), spec, match="history")
+
+
+@pytest.mark.parametrize("field,value", [("length", 3.0), ("length", 0), ("length", True),
+                                         ("frames", -12), ("frames", 12.5)])
+def test_episode_counts_are_positive_ints(field, value):
+    ep = {"return": 1.0, "length": 3, "frames": 12, field: value}
+    check_rejected(rollout_msg(episodes=[ep]), match="episode")
+
+
+# ---------------------------------------------------------------------------- decoding is bounded
+
+
+def test_envelope_is_read_before_the_body():
+    """v and kind open every message and are checked before the body is walked (issue 8.5)."""
+    body = [[]] * 60_000  # would be 60,000 objects to build
+    with pytest.raises(ProtocolError, match="version"):
+        decode(raw({"v": 1, "kind": "rollout", "junk": body}))
+    with pytest.raises(ProtocolError, match="not taken here"):
+        decode(raw({"v": PROTOCOL_VERSION, "kind": "weights", "junk": body}),
+               kinds={"rollout": ATARI.limits})
+    with pytest.raises(ProtocolError, match="version"):  # v must come first
+        decode(raw({"kind": "rollout", "v": PROTOCOL_VERSION}))
+
+
+def test_object_bomb_is_refused_by_count():
+    """A small message of many empty containers: refused after the budget, not built whole."""
+    bomb = msgpack.packb({"v": PROTOCOL_VERSION, "kind": "rollout", "episodes": [[]] * 60_000})
+    assert len(bomb) < 70_000
+    with pytest.raises(ProtocolError, match="max_array_len|maps and arrays|msgpack"):
+        decode(bomb, kinds={"rollout": ATARI.limits})
+    nested = {"v": PROTOCOL_VERSION, "kind": "rollout", "episodes": [[[[]] * 8] * 8] * T}
+    with pytest.raises(ProtocolError, match="maps and arrays"):
+        decode(raw(nested), kinds={"rollout": ATARI.limits})
+    # within the spec's limits: a real rollout with T episodes decodes
+    eps = [{"return": 0.0, "length": 1, "frames": 4}] * T
+    assert decode(encode_rollout(make_rollout(ATARI, episodes=eps)), kinds={"rollout": ATARI.limits})
+
+
+def test_control_messages_are_flat():
+    from common.protocol import CONTROL_LIMITS
+
+    hello = encode("hello", host="h", pid=1, previous_id=None)
+    assert decode(hello, kinds={"hello": CONTROL_LIMITS})["host"] == "h"
+    with pytest.raises(ProtocolError):
+        decode(encode("hello", host=["h"] * 3, pid=1), kinds={"hello": CONTROL_LIMITS})
+    with pytest.raises(ProtocolError):
+        decode(encode("hello", host="h" * 1000, pid=1), kinds={"hello": CONTROL_LIMITS})
+
+
+def test_rollout_message_limit_covers_a_real_rollout():
+    eps = [{"return": -1e6 * 1000, "length": 100_000, "frames": 400_000}] * T
+    r = make_rollout(ATARI, episodes=eps, frames=np.random.default_rng(0).integers(0, 256, (T + 1, 8, 8), np.uint8))
+    assert len(encode_rollout(r, "lz4", token="f" * 32)) <= ATARI.max_message_bytes
+    assert len(encode_rollout(r, "none", token="f" * 32)) <= ATARI.max_message_bytes
+
+
+def test_final_frames_one_per_step_cut_by_a_time_limit():
+    """Issue 8.13: the observation a time limit hid travels with the rollout, once per step
+    that is truncated and not terminated."""
+    msg = rollout_msg()
+    both = rollout_msg(terminated=np.ones(T, bool), truncated=np.ones(T, bool), final_frames=None,
+                       episodes=[{"return": 0.0, "length": 1, "frames": 4}] * T)
+    assert validate_rollout(both, ATARI, latest_version=10).final_frames.shape == (0, 8, 8)
+    msg["final_frames"] = pack_array(np.zeros((0, 8, 8), np.uint8))  # the one it owes is missing
+    check_rejected(msg, match="agreed")
+    msg["final_frames"] = pack_array(np.zeros((2, 8, 8), np.uint8))
+    check_rejected(msg, match="agreed")
+    r = make_rollout(CARTPOLE)
+    r.final_frames[0, 0] = np.inf
+    check_rejected(decode(encode_rollout(r)), CARTPOLE, match="final observations")

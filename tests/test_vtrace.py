@@ -232,3 +232,60 @@ def test_empty_time_and_bad_threshold_raise() -> None:
         from_importance_weights(**empty)
     with pytest.raises(ValueError, match="clip_rho_threshold"):
         from_importance_weights(**td, clip_rho_threshold=0.0)
+
+
+# ---------------------------------------------------------------------------- truncation (issue 8.13)
+
+
+def reference_truncated(d: dict[str, np.ndarray], truncated: np.ndarray, final_values: np.ndarray,
+                        lambda_: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Loops over the equations: a time limit bootstraps from V(x_final) with the full discount
+    and ends the trace; termination (discount 0) ends it too."""
+    T, B = d["values"].shape
+    rhos = np.exp(d["log_rhos"])
+    crho, cs = np.minimum(1.0, rhos), lambda_ * np.minimum(1.0, rhos)
+    v_next = np.concatenate([d["values"][1:], d["bootstrap_value"][None]])
+    v_next = np.where(truncated, final_values, v_next)
+    vs = np.zeros((T, B))
+    for b in range(B):
+        for s in range(T):
+            total, prod = 0.0, 1.0
+            for t in range(s, T):
+                delta = crho[t, b] * (d["rewards"][t, b] + d["discounts"][t, b] * v_next[t, b] - d["values"][t, b])
+                total += prod * delta
+                if truncated[t, b]:
+                    break
+                prod *= d["discounts"][t, b] * cs[t, b]
+            vs[s, b] = d["values"][s, b] + total
+    vs_next = np.concatenate([vs[1:], d["bootstrap_value"][None]])
+    vs_next = np.where(truncated, final_values, vs_next)
+    pg = crho * (d["rewards"] + d["discounts"] * vs_next - d["values"])
+    return vs, pg
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("lambda_", [1.0, 0.9])
+def test_truncation_matches_numpy_loop(seed: int, lambda_: float) -> None:
+    d = random_inputs(T=9, B=4, seed=seed)
+    rng = np.random.default_rng(100 + seed)
+    truncated = (rng.random((9, 4)) < 0.2) & (d["discounts"] > 0)  # a time limit is not an end
+    truncated[4, 1] = True
+    d["discounts"][4, 1] = 0.9
+    final_values = rng.normal(size=(9, 4)) * 3
+    out = from_importance_weights(**to_torch(d), lambda_=lambda_, truncated=torch.as_tensor(truncated),
+                                  final_values=torch.as_tensor(final_values))
+    vs_ref, pg_ref = reference_truncated(d, truncated, final_values, lambda_)
+    np.testing.assert_allclose(out.vs.numpy(), vs_ref, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(out.pg_advantages.numpy(), pg_ref, rtol=1e-10, atol=1e-10)
+    # what the old code did (truncation as termination) is different: a wrong target
+    as_end = dict(d, discounts=np.where(truncated, 0.0, d["discounts"]))
+    assert not np.allclose(run(as_end, lambda_=lambda_).vs.numpy(), vs_ref)
+
+
+def test_without_truncations_nothing_changes() -> None:
+    d = random_inputs(T=7, B=3, seed=21)
+    none = torch.zeros(7, 3, dtype=torch.bool)
+    out = from_importance_weights(**to_torch(d), truncated=none, final_values=torch.full((7, 3), 1e9))
+    torch.testing.assert_close(out.vs, run(d).vs, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="together"):
+        from_importance_weights(**to_torch(d), truncated=none)

@@ -1,0 +1,80 @@
+"""A client that speaks the wire protocol by hand, for hostile and fault tests.
+
+It joins like an actor (hello -> welcome) and then sends exactly what a test tells it to:
+well-formed rollouts with chosen values, heartbeats, forgeries. Real ZeroMQ sockets on
+127.0.0.1, nothing mocked on the learner's side.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import zmq
+
+from common import protocol, transport
+from common.protocol import Rollout
+
+
+class ScriptedActor:
+    """Control (DEALER), rollouts (PUSH) and weights (SUB) sockets to a learner on 127.0.0.1."""
+
+    def __init__(self, port: int, ctx: zmq.Context | None = None, keys: transport.CurveKeys | None = None):
+        self.port = port
+        self.keys = keys
+        self.ctx = ctx or zmq.Context.instance()
+        self.dealer = self._socket(zmq.DEALER, 0)
+        self.push = self._socket(zmq.PUSH, 1)
+        self.sub = self._socket(zmq.SUB, 2)
+        self.welcome: dict[str, Any] = {}
+
+    def _socket(self, kind: int, offset: int) -> zmq.Socket:
+        s = self.ctx.socket(kind)
+        s.linger = 0
+        transport.apply_curve(s, self.keys, server=False)
+        if kind == zmq.SUB:
+            s.setsockopt(zmq.SUBSCRIBE, b"")
+        s.connect(f"tcp://127.0.0.1:{self.port + offset}")
+        return s
+
+    @property
+    def actor_id(self) -> int:
+        return self.welcome["actor_id"]
+
+    def join(self, previous_id: int | None = None, timeout_ms: int = 10_000) -> dict[str, Any]:
+        self.dealer.send(protocol.encode("hello", host="scripted", pid=1, previous_id=previous_id))
+        assert self.dealer.poll(timeout_ms), "no welcome"
+        self.welcome = protocol.decode(self.dealer.recv())
+        assert self.welcome["kind"] == "welcome", self.welcome
+        return self.welcome
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that bind a message to this actor (none before it joined)."""
+        return {"actor_id": self.actor_id, "token": self.welcome["token"]} if self.welcome else {}
+
+    def heartbeat(self, **overrides: Any) -> None:
+        self.dealer.send(protocol.encode("heartbeat", **{**self.identity(), "session": self.welcome["session"],
+                                                        **overrides}))
+
+    def rollout_message(self, r: Rollout, **overrides: Any) -> bytes:
+        """`r` as this actor would send it, with any field replaced (well-formed: valid msgpack)."""
+        msg = msgpack.unpackb(protocol.encode_rollout(r), raw=False)
+        msg.update(self.identity())
+        msg.update(overrides)
+        return msgpack.packb(msg, use_bin_type=True)
+
+    def send(self, buf: bytes, timeout_ms: int = 10_000) -> None:
+        assert self.push.poll(timeout_ms, zmq.POLLOUT), "the learner takes no rollouts"
+        self.push.send(buf)
+
+    def newest_weights(self, timeout_ms: int = 10_000) -> dict[str, Any]:
+        """The newest weights message published (waits for one)."""
+        assert self.sub.poll(timeout_ms), "no weights published"
+        msg = None
+        while self.sub.poll(0 if msg is not None else timeout_ms):
+            msg = protocol.decode(self.sub.recv(), max_bytes=64 << 20)
+        return msg
+
+    def close(self) -> None:
+        for s in (self.dealer, self.push, self.sub):
+            s.close(0)

@@ -1,0 +1,80 @@
+"""The update guard: a non-finite loss, gradient or result never reaches the weights (issue 8.1)."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import torch
+
+from common.config import Config
+from common.model import build_model, model_spec
+from common.protocol import LOGP_FLOOR, MAX_ABS_OBSERVATION, Rollout
+from learner.batcher import collate
+from learner.trainer import Trainer, finite_parameters
+
+T, B = 16, 4
+
+
+def batch(rewards: float = 1.0, logp: float = math.log(0.5), obs: float | None = None, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    rollouts = []
+    for b in range(B):
+        frames = rng.normal(size=(T + 1, 4)).astype(np.float32) if obs is None else \
+            np.full((T + 1, 4), obs, np.float32) * rng.choice([-1, 1], size=(T + 1, 4)).astype(np.float32)
+        rollouts.append(Rollout(b, 0, frames, np.zeros((0, 4), np.float32),
+                                rng.integers(0, 2, T).astype(np.int32), np.full(T, logp, np.float32),
+                                np.full(T, rewards, np.float32) * rng.choice([-1, 1], T).astype(np.float32),
+                                np.zeros(T, bool), np.zeros(T, bool)))
+    return collate(rollouts, 0)
+
+
+def trainer(**cfg) -> Trainer:
+    torch.manual_seed(0)
+    c = Config(env="CartPole-v1", **cfg)
+    return Trainer(build_model(model_spec((4,), 1, 2, 64)), c, torch.device("cpu"))
+
+
+def state(t: Trainer) -> tuple[dict, dict]:
+    return copy.deepcopy(t.model.state_dict()), copy.deepcopy(t.optimizer.state_dict())
+
+
+def same(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_non_finite_loss_skips_the_update_and_keeps_the_weights():
+    t = trainer(epochs=2, minibatches=2)
+    assert t.update(batch()).skipped is None
+    model, opt = state(t)
+    poisoned = batch()
+    poisoned.rewards[3, 1] = np.inf  # what no validated rollout can carry
+    result = t.update(poisoned)
+    assert result.skipped == "loss" and result.stats == {}
+    assert same(model, t.model.state_dict())
+    assert opt["state"][0]["step"] == t.optimizer.state_dict()["state"][0]["step"]
+    # the minibatch without the poison may have stepped first: all of it is undone
+    assert same({k: v["exp_avg"] for k, v in opt["state"].items()},
+                {k: v["exp_avg"] for k, v in t.optimizer.state_dict()["state"].items()})
+    assert t.update(batch(seed=1)).skipped is None  # and training goes on
+
+
+def test_update_that_would_leave_non_finite_weights_is_undone():
+    t = trainer(lr=1e36)  # weights of this size overflow every float32 sum
+    model, _ = state(t)
+    result = t.update(batch())
+    assert result.skipped == "weights"
+    assert same(model, t.model.state_dict()) and finite_parameters(t.model)
+
+
+def test_values_at_every_bound_a_real_actor_can_reach_keep_the_weights_finite():
+    """Validation admits logp down to LOGP_FLOOR, rewards up to --max-abs-reward and float
+    observations up to MAX_ABS_OBSERVATION: many updates on all of them at once stay finite."""
+    t = trainer(epochs=2, minibatches=2, lr=1e-2)
+    cfg = Config()
+    for seed in range(20):
+        result = t.update(batch(rewards=cfg.max_abs_reward, logp=LOGP_FLOOR, obs=MAX_ABS_OBSERVATION, seed=seed))
+        assert result.skipped is None, result
+    assert finite_parameters(t.model)
+    assert t.update(batch()).skipped is None
