@@ -291,7 +291,10 @@ class LearnerLink:
         RUNNING. After a rejoin any weights do (a restarted learner counts from its checkpoint).
         False when `give_up_after` seconds pass while the learner is there (its weights keep
         coming, none newer): the caller decides what to do (send another rollout)."""
-        self._enter(State.WAITING, f"wait for weights newer than {newer_than}")
+        if self.state is State.LOST:
+            self.resume_state = State.WAITING  # still LOST until weights say who is there
+        else:
+            self._enter(State.WAITING, f"wait for weights newer than {newer_than}")
         session = self.welcome.session
         warned = since = patience_from = time.monotonic()
         while True:

@@ -78,3 +78,38 @@ class ScriptedActor:
     def close(self) -> None:
         for s in (self.dealer, self.push, self.sub):
             s.close(0)
+
+
+class ScriptedLearner:
+    """The learner's three sockets bound on 127.0.0.1, driven by a test: it answers hellos,
+    publishes the weights it is given, and reads (or loses) rollouts."""
+
+    def __init__(self, port: int, settings: dict[str, Any], weights: bytes, session: str = "scripted"):
+        self.settings, self.weights, self.session = settings, weights, session
+        self.ctx = zmq.Context()
+        self.router, self.pull, self.pub = (self.ctx.socket(k) for k in (zmq.ROUTER, zmq.PULL, zmq.PUB))
+        for offset, s in enumerate((self.router, self.pull, self.pub)):
+            s.linger = 0
+            s.bind(f"tcp://127.0.0.1:{port + offset}")
+        self.peer: bytes | None = None
+
+    def welcome_next_hello(self, actor_id: int = 0, timeout_ms: int = 30_000) -> dict[str, Any]:
+        """Wait for a hello and welcome it; the hello's fields."""
+        while True:
+            assert self.router.poll(timeout_ms), "no hello"
+            self.peer, body = self.router.recv_multipart()
+            msg = protocol.decode(body)
+            if msg["kind"] == "hello":
+                break
+        self.router.send_multipart([self.peer, protocol.encode(
+            "welcome", actor_id=actor_id, seed=1, epsilon=0.0, session=self.session, token="t" * 32,
+            settings=self.settings)])
+        return msg
+
+    def publish(self) -> None:
+        self.pub.send(self.weights)
+
+    def close(self) -> None:
+        for s in (self.router, self.pull, self.pub):
+            s.close(0)
+        self.ctx.term()

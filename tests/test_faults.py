@@ -310,11 +310,16 @@ def test_hostile_input_is_rejected_counted_and_training_goes_on(procs, tmp_path)
                 dealer.send_multipart(frames)
                 sent_control += 1
         expected = sent_push + sent_control
-        row = wait_for(lambda: (m := last_metrics(run))["rejected_messages"] >= expected and m, 60,
+
+        def counted(m: dict) -> int:  # a flood of control messages is mostly dropped unread (rate limit)
+            return m["rejected_messages"] + m["rate_limited"]
+
+        row = wait_for(lambda: counted(m := last_metrics(run)) >= expected and m, 60,
                        f"{expected} rejections counted")
         counted_after = time.monotonic() - t0
         time.sleep(2)
-        assert last_metrics(run)["rejected_messages"] == expected, "each bad message counted once"
+        assert counted(last_metrics(run)) == expected, "each bad message counted once"
+        assert last_metrics(run)["rejected_messages"] >= sent_push
 
         # Over --max-message-mb: ZeroMQ (MAXMSGSIZE) cuts the sender off before the learner's
         # code sees the message, so these are not counted; the learner stays up all the same.
@@ -341,12 +346,12 @@ def test_hostile_input_is_rejected_counted_and_training_goes_on(procs, tmp_path)
     wait_for(lambda: _updates(run) >= u0 + 10, 60, "updates after the attack")
     time.sleep(1)
     last = last_metrics(run)
-    assert last["rejected_messages"] == expected and last["actors"] == 2
+    assert counted(last) == expected and last["actors"] == 2
     log = (tmp_path / "learner.log").read_text()
     assert "Traceback" not in log
     assert log.count("rejected message") < 100, "rejections are logged at a limited rate"
     _say("hostile input", rollout_port=sent_push, control_port=sent_control,
-         counted=row["rejected_messages"], all_counted_s=round(counted_after, 1),
+         counted=counted(row), all_counted_s=round(counted_after, 1),
          oversize_not_counted=4, updates_before=u0, updates_after=last["updates"])
 
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import time
 
-import zmq
-
 from common import protocol
 from common.config import Config
 from common.model import build_model, spec_hash, state_to_numpy
 from learner.server import actor_settings
 from tests.conftest import cartpole_rollout, free_base_port, last_metrics, read_metrics, wait_for
-from tests.scripted import ScriptedActor
+from tests.scripted import ScriptedActor, ScriptedLearner
 
 SYNC = ("--env", "CartPole-v1", "--preset", "none", "--mode", "sync")
 
@@ -48,34 +46,22 @@ def test_a_round_trains_on_what_it_has_when_a_live_actor_never_delivers(procs, t
 def test_an_actor_whose_rollout_was_lost_sends_another(procs, tmp_path):
     """The actor side of 8.6, against a scripted learner that loses the first rollout."""
     port = free_base_port()
-    cfg = Config(env="CartPole-v1", mode="sync", sync_timeout=1.0, publish_interval=0.5)
-    settings = actor_settings(cfg)
-    model = build_model(settings["model"])
-    ctx = zmq.Context()
-    socks = {kind: ctx.socket(kind) for kind in (zmq.ROUTER, zmq.PULL, zmq.PUB)}
-    for offset, s in enumerate(socks.values()):
-        s.linger = 0
-        s.bind(f"tcp://127.0.0.1:{port + offset}")
-    router, pull, pub = socks.values()
-    weights = protocol.encode_weights(state_to_numpy(model), version=0, spec_hash=spec_hash(settings["model"]),
-                                      session="scripted")
+    settings = actor_settings(Config(env="CartPole-v1", mode="sync", sync_timeout=1.0, publish_interval=0.5))
+    weights = protocol.encode_weights(state_to_numpy(build_model(settings["model"])), version=0,
+                                      spec_hash=spec_hash(settings["model"]), session="scripted")
+    learner = ScriptedLearner(port, settings, weights)
     try:
         actor = procs.actor(port, "a0")
-        assert router.poll(30_000), "no hello"
-        peer, _ = router.recv_multipart()
-        router.send_multipart([peer, protocol.encode("welcome", actor_id=0, seed=1, epsilon=0.0, session="scripted",
-                                                     token="t" * 32, settings=settings)])
+        learner.welcome_next_hello()
         got = []
         deadline = time.monotonic() + 30
         while len(got) < 2 and time.monotonic() < deadline:
-            pub.send(weights)  # version 0, again and again: never a newer one
-            if pull.poll(250):
-                got.append((time.monotonic(), protocol.decode(pull.recv())))  # and lost: no update
+            learner.publish()  # version 0, again and again: never a newer one
+            if learner.pull.poll(250):
+                got.append((time.monotonic(), protocol.decode(learner.pull.recv())))  # and lost: no update
         assert actor.poll() is None
     finally:
-        for s in socks.values():
-            s.close(0)
-        ctx.term()
+        learner.close()
     assert len(got) == 2, "after the first rollout was lost the actor sent another"
     (t1, first), (t2, second) = got
     assert first["policy_version"] == second["policy_version"] == 0
