@@ -2,7 +2,9 @@
 
 - Control messages are taken within rate limits: each peer (one ZeroMQ connection) gets
   PEER_RATE a second (PEER_BURST at once), checked before a message is even decoded; answers
-  (welcomes, rejoin notes) are limited to ANSWER_RATE a second in all. A hello is answered only
+  (welcomes, rejoin notes) are limited to ANSWER_RATE a second in all. A connection gets one
+  welcome (an actor opens a fresh connection for each hello it sends), so a flood of hellos on
+  the same connections cannot use up the answers a newcomer needs. A hello is answered only
   while fewer than --max-actors actors are registered. The welcome hands out an id, a seed and
   a secret token (sent over ROUTER to that peer only).
 - Every later rollout and heartbeat must carry the id's token and, with CURVE, come from the
@@ -47,6 +49,7 @@ class TokenBucket:
     def __init__(self, rate: float, burst: int, now: float):
         self.rate, self.burst = rate, float(burst)
         self.tokens, self.last = float(burst), now
+        self.welcomed = False  # for a peer's bucket: that connection got its welcome
 
     def take(self, now: float) -> bool:
         self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
@@ -99,9 +102,13 @@ class Registry:
         self.rate_limited += 1
         return False
 
-    def may_answer(self, now: float) -> bool:
-        """Within the overall budget of welcomes and rejoin notes?"""
-        if self.answers.take(now):
+    def may_answer(self, now: float, peer: bytes | None = None) -> bool:
+        """Within the overall budget of welcomes and rejoin notes? With `peer` (a hello): only
+        if that connection has had no welcome yet."""
+        bucket = self.peers.get(peer) if peer is not None else None
+        if (bucket is None or not bucket.welcomed) and self.answers.take(now):
+            if bucket is not None:
+                bucket.welcomed = True
             return True
         self.rate_limited += 1
         return False

@@ -288,7 +288,7 @@ class Learner:
                     self.heartbeat(msg, user_id)
                     continue
                 self._check_hello(msg)
-                if self.registry.may_answer(now):
+                if self.registry.may_answer(now, peer):
                     reply = self.welcome(msg, user_id, _peer_address(body))
                 else:
                     self.refuse_log("control messages over the rate limits dropped (%d so far)",

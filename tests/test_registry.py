@@ -42,7 +42,9 @@ def test_rate_limits_per_peer_before_overall(reg):
     assert not reg.admit(b"noisy", now) and reg.rate_limited == 1
     assert reg.admit(b"quiet", now), "one noisy connection does not use up the others' budget"
     assert reg.admit(b"noisy", now + 0.5), "and it gets its rate back"
-    answered = sum(reg.may_answer(now) for _ in range(ANSWER_BURST + 10))
+    assert reg.may_answer(now, b"noisy") and not reg.may_answer(now + 9, b"noisy"), "one welcome a connection"
+    assert reg.may_answer(now, b"quiet")
+    answered = 2 + sum(reg.may_answer(now) for _ in range(ANSWER_BURST + 10))
     assert answered == ANSWER_BURST
 
 
