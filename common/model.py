@@ -88,12 +88,17 @@ class ConnectXNet(nn.Module):
         self.policy = _init(nn.Linear(hidden, n_actions), 0.01)
         self.value = _init(nn.Linear(hidden, 1), 1.0)
 
+    @staticmethod
+    def _planes(obs: torch.Tensor) -> torch.Tensor:
+        """[N, planes, 6, 7], also from [N, stack, planes, 6, 7] (the learner's stacks of one)."""
+        return obs.float().reshape(obs.shape[0], -1, *obs.shape[-2:])
+
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.torso(obs.float())
+        h = self.torso(self._planes(obs))
         return self.policy(h), self.value(h).squeeze(-1)
 
     def policy_logits(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.policy(self.torso(obs.float()))
+        return self.policy(self.torso(self._planes(obs)))
 
 
 def model_spec(frame_shape: tuple[int, ...], frame_stack: int, n_actions: int, hidden: int) -> dict[str, Any]:

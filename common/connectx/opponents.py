@@ -1,4 +1,5 @@
-"""Players an agent meets: ``random``, Kaggle's ``negamax``, and a policy network.
+"""Players an agent meets: ``random``, ``tactical`` (random, but takes a win), Kaggle's
+``negamax`` (and shallower ``negamaxN``), and a policy network.
 
 Every opponent has a ``name`` and ``act(own, opp) -> column``, where ``own`` are the pieces of
 the player to move (the opponent itself) and ``opp`` the other side's, as bitboards.
@@ -15,7 +16,7 @@ from torch import nn
 
 from common.connectx.features import legal_mask, planes
 from common.connectx.game import COLUMNS, TOP_CELL
-from common.connectx.negamax import Negamax
+from common.connectx.negamax import Negamax, immediate_win
 from common.policy import mask_logits
 
 
@@ -35,6 +36,18 @@ class RandomPlayer:
     def act(self, own: int, opp: int) -> int:
         mask = own | opp
         return self.rng.choice([c for c in range(COLUMNS) if not mask & TOP_CELL[c]])
+
+
+class TacticalRandom(RandomPlayer):
+    """Takes an immediate win when it has one (the leftmost), else plays uniformly at random: a
+    random player that punishes a threat left open."""
+
+    def __init__(self, seed: int | None = None, name: str = "tactical"):
+        super().__init__(seed, name)
+
+    def act(self, own: int, opp: int) -> int:
+        win = immediate_win(own, own | opp)
+        return super().act(own, opp) if win is None else win
 
 
 class NegamaxPlayer(Negamax):
@@ -67,11 +80,13 @@ class PolicyPlayer:
 
 
 def scripted(name: str, seed: int | None = None) -> Opponent:
-    """``random``, ``negamax`` or ``negamaxN`` (depth N); ValueError for anything else."""
+    """``random``, ``tactical``, ``negamax`` or ``negamaxN`` (depth N); ValueError otherwise."""
     if name == "random":
         return RandomPlayer(seed)
+    if name == "tactical":
+        return TacticalRandom(seed)
     if name.startswith("negamax"):
         depth = name.removeprefix("negamax") or "4"
         if depth.isdigit() and 0 <= int(depth) <= 6:
             return NegamaxPlayer(int(depth), seed, name)
-    raise ValueError(f"unknown opponent {name!r}: random, negamax, or negamaxN (depth N in 0..6)")
+    raise ValueError(f"unknown opponent {name!r}: random, tactical, negamax, or negamaxN (depth N in 0..6)")
