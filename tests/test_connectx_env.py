@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from common.connectx.env import ConnectXEnv
+from common.connectx.features import N_PLANES
 from common.connectx.game import Game
 from common.connectx.opponents import PolicyPlayer, RandomPlayer, scripted
 from common.model import ConnectXNet
@@ -35,7 +36,7 @@ def play(env: ConnectXEnv, columns: str):
 def test_first_seat_sees_an_empty_board_second_seat_sees_the_opening_move():
     env = ConnectXEnv(seed=0)
     obs, info = env.reset(options={"seat": 0, "opponent": Scripted("3")})
-    assert obs.shape == (6, 6, 7) and obs[:2].sum() == 0 and (obs[5] == 1).all()
+    assert obs.shape == (N_PLANES, 6, 7) and obs[:2].sum() == 0 and (obs[5] == 1).all()
     assert info["action_mask"].all()
     obs, info = env.reset(options={"seat": 1, "opponent": Scripted("3")})
     assert obs[0].sum() == 0 and obs[1, 5, 3] == 1 and obs[1].sum() == 1  # its piece, its view
@@ -94,7 +95,7 @@ def test_opponent_is_picked_per_game_and_seats_alternate():
 
 def test_policy_player_never_plays_a_full_column():
     torch.manual_seed(0)
-    net = ConnectXNet(6, 6, 7, 7, channels=0, blocks=0, hidden=16)
+    net = ConnectXNet(N_PLANES, 6, 7, 7, channels=0, blocks=0, hidden=16)
     with torch.no_grad():
         net.policy.bias.copy_(torch.tensor([0, 0, 50.0, 0, 0, 0, 0]))  # loves column 2
     g = Game()

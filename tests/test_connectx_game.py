@@ -138,4 +138,8 @@ def test_planes_are_the_movers_point_of_view():
                 land[max(empty), c] = True
         assert (p[2] == land).all()
         assert (p[5] == (1 if me == 1 else 0)).all()  # mark 1 moved first
+        assert (p[6] == (p[2] & p[3])).all() and (p[7] == (p[2] & p[4])).all()
+        under = np.zeros((6, 7), np.uint8)
+        under[1:] = p[4][:-1]  # the cell above (row - 1) is an opponent's winning cell
+        assert (p[8] == (p[2] & under)).all()
         assert (legal_mask(own, opp) == (board[0] == 0)).all()

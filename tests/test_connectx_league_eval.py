@@ -9,13 +9,14 @@ import pytest
 import torch
 
 from actor.opponents import OpponentPool
+from common.connectx.features import N_PLANES
 from common.connectx.game import TOP_CELL, Game
 from common.connectx.match import play_match
 from common.connectx.opponents import RandomPlayer, TacticalRandom, scripted
 from common.model import ConnectXNet, state_to_numpy
 from learner.connectx_eval import evaluate_model, rate_snapshots
 
-SPEC = {"kind": "connectx", "frame_shape": [6, 6, 7], "frame_stack": 1, "n_actions": 7,
+SPEC = {"kind": "connectx", "frame_shape": [N_PLANES, 6, 7], "frame_stack": 1, "n_actions": 7,
         "channels": 0, "blocks": 0, "hidden": 16}
 
 
@@ -61,13 +62,13 @@ def test_tactical_random_takes_a_win_and_is_random_otherwise():
 
 
 def test_actor_pool_draws_by_league_weights_among_what_it_holds():
-    model = ConnectXNet(6, 6, 7, 7, 0, 0, 16)
+    model = ConnectXNet(N_PLANES, 6, 7, 7, 0, 0, 16)
     pool = OpponentPool(model, SPEC, seed=3)
     assert pool.pick().name == "random"  # before any league arrives
     pool.set_league({"negamax": 0.5, "snap0": 0.5})
     assert pool.wants("snap0") and not pool.wants("negamax")
     assert {pool.pick().name for _ in range(20)} == {"negamax"}  # snap0's weights not here yet
-    pool.add_snapshot("snap0", state_to_numpy(ConnectXNet(6, 6, 7, 7, 0, 0, 16)))
+    pool.add_snapshot("snap0", state_to_numpy(ConnectXNet(N_PLANES, 6, 7, 7, 0, 0, 16)))
     names = [pool.pick().name for _ in range(400)]
     assert 150 < names.count("snap0") < 250
     pool.set_league({"self": 1.0})
@@ -77,7 +78,7 @@ def test_actor_pool_draws_by_league_weights_among_what_it_holds():
 
 def test_evaluate_model_plays_both_seats_greedily():
     torch.manual_seed(0)
-    net = ConnectXNet(6, 6, 7, 7, 0, 0, 16)
+    net = ConnectXNet(N_PLANES, 6, 7, 7, 0, 0, 16)
     a = [r.as_dict() for r in evaluate_model(net, ["random"], games_per_seat=5, seed=1)]
     b = [r.as_dict() for r in evaluate_model(net, ["random"], games_per_seat=5, seed=1)]
     assert a == b and a[0]["first"]["wins"] + a[0]["first"]["draws"] + a[0]["first"]["losses"] == 5
@@ -86,7 +87,7 @@ def test_evaluate_model_plays_both_seats_greedily():
 def test_snapshots_get_elo_ratings_once(tmp_path):
     torch.manual_seed(0)
     for k in range(2):
-        net = ConnectXNet(6, 6, 7, 7, 0, 0, 16)
+        net = ConnectXNet(N_PLANES, 6, 7, 7, 0, 0, 16)
         torch.save({"model": net.state_dict(), "model_spec": SPEC}, tmp_path / f"snap{k}.pt")
     ratings = rate_snapshots(tmp_path, games_per_pair=4)
     assert set(ratings) == {"random", "negamax", "snap0", "snap1"} and ratings["random"] == 0.0

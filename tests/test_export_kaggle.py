@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.connectx.features import legal_mask, planes
+from common.connectx.features import N_PLANES, legal_mask, planes
 from common.connectx.game import Game
 from common.model import ConnectXNet
 from common.policy import mask_logits
@@ -40,7 +40,7 @@ def positions(n: int, seed: int) -> list[tuple[list[int], int]]:
 @pytest.mark.parametrize("channels, blocks", [(0, 0), (8, 2)])
 def test_exported_agent_plays_the_torch_policys_legal_moves(tmp_path: Path, channels: int, blocks: int):
     torch.manual_seed(channels)
-    net = ConnectXNet(6, 6, 7, 7, channels=channels, blocks=blocks, hidden=32).eval()
+    net = ConnectXNet(N_PLANES, 6, 7, 7, channels=channels, blocks=blocks, hidden=32).eval()
     with torch.no_grad():  # spread the logits so the greedy choice depends on the input
         net.policy.weight.mul_(300.0)
     out = write_submission(net, tmp_path / "submission.py", "a test network")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.connectx.features import N_PLANES
 from common.policy import MASK_LOGIT, mask_logits, mask_logits_np
 from learner.losses import LossConfig, appo_loss
 from learner.vtrace import from_importance_weights
@@ -110,10 +111,10 @@ def test_trainer_applies_the_batch_mask():
     from learner.trainer import Trainer
 
     torch.manual_seed(0)
-    net = ConnectXNet(6, 6, 7, 7, channels=0, blocks=0, hidden=32)
+    net = ConnectXNet(N_PLANES, 6, 7, 7, channels=0, blocks=0, hidden=32)
     rng = np.random.default_rng(0)
     Tn, Bn = 8, 4
-    frames = (rng.random((Tn + 1, Bn, 6, 6, 7)) < 0.3).astype(np.uint8)
+    frames = (rng.random((Tn + 1, Bn, N_PLANES, 6, 7)) < 0.3).astype(np.uint8)
     mask = rng.random((Tn, Bn, 7)) < 0.5
     mask[..., 3] = True
     with torch.no_grad():
@@ -124,7 +125,7 @@ def test_trainer_applies_the_batch_mask():
     behaviour = torch.log(probs.gather(-1, actions[..., None]).squeeze(-1)).numpy()
 
     def stats(with_mask: bool) -> dict[str, float]:
-        model = ConnectXNet(6, 6, 7, 7, channels=0, blocks=0, hidden=32)
+        model = ConnectXNet(N_PLANES, 6, 7, 7, channels=0, blocks=0, hidden=32)
         model.load_state_dict(net.state_dict())
         cfg = Config(env="CartPole-v1", epochs=1, minibatches=1, unroll_length=Tn, batch_size=Tn * Bn)
         batch = Batch(frames=frames, stack_idx=np.broadcast_to(np.arange(Tn + 1)[:, None, None], (Tn + 1, Bn, 1)).copy(),
