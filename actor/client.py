@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import zmq
 
+from actor.opponents import OpponentPool
 from actor.rollout import RolloutCollector
 from common import protocol, transport
 from common.envs import EnvError, make_env
@@ -105,6 +106,7 @@ class LearnerLink:
         self.sent = 0
         self.dropped = 0  # rollouts made for a learner that restarted before they could be sent
         self.on_rejoin: list = []  # callbacks(Welcome) after a rejoin
+        self.pool: OpponentPool | None = None  # two-player games: takes league and snapshot messages
 
     # ------------------------------------------------------------------ plumbing
     def _enter(self, state: State, why: str) -> None:
@@ -261,8 +263,12 @@ class LearnerLink:
         """
         newest = None
         while self.sub.poll(timeout_ms):
-            newest = self.sub.recv()
+            buf = self.sub.recv()
             timeout_ms = 0
+            if self.pool is not None and protocol.peek_kind(buf) in ("league", "snapshot"):
+                self._league_message(buf)
+            else:
+                newest = buf
         if newest is None:
             return False
         try:
@@ -285,6 +291,20 @@ class LearnerLink:
         load_numpy_state(model, state)
         self.version = msg["version"]
         return True
+
+    def _league_message(self, buf: bytes) -> None:
+        """Two-player games: the league's opponent probabilities, or a snapshot's weights, for
+        the pool (those of another learner session are left alone: its weights make us rejoin)."""
+        try:
+            msg = protocol.decode(buf, max_bytes=self.max_bytes)
+            if msg.get("session") != self.welcome.session:
+                return
+            if msg["kind"] == "league":
+                self.pool.set_league(protocol.validate_league(msg))
+            elif self.pool.wants(msg.get("name")):
+                self.pool.add_snapshot(*protocol.validate_snapshot(msg, self.expected, self.spec_hash))
+        except ProtocolError as exc:
+            log.warning("dropped bad league or snapshot message: %s", exc)
 
     def wait_for_weights(self, model: torch.nn.Module, newer_than: int, give_up_after: float | None = None) -> bool:
         """WAITING (heartbeats going) until weights newer than `newer_than` arrive: True, and
@@ -360,6 +380,8 @@ class ActorClient:
     def _adopt(self, welcome: Welcome) -> None:
         if self.collector is not None:
             self.collector.actor_id = welcome.actor_id
+        if self.link.pool is not None:
+            self.link.pool.forget_snapshots()  # a new learner session may reuse their names
 
     def run(self) -> int:
         link = self.link
@@ -371,6 +393,9 @@ class ActorClient:
         torch.manual_seed(welcome.seed)
         env = make_env(s["env"], seed=welcome.seed, **s["env_kwargs"])
         model = build_model(s["model"]).eval()
+        if s["two_player"]:
+            link.pool = OpponentPool(model, s["model"], welcome.seed)
+            env.unwrapped.pick_opponent = link.pool.pick
         link.open_data_links(model)
         link.on_rejoin.append(self._adopt)
         self.collector = RolloutCollector(

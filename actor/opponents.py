@@ -46,9 +46,14 @@ class OpponentPool:
         load_numpy_state(model, state)
         self.snapshots[name] = PolicyPlayer(model, name, seed=self._child_seed())
 
-    def wants(self, name: str) -> bool:
+    def forget_snapshots(self) -> None:
+        """Drop every snapshot (a new learner session: its snapshots may reuse the names)."""
+        self.snapshots.clear()
+
+    def wants(self, name: object) -> bool:
         """True for a snapshot of the league this actor does not hold yet."""
-        return name in self.weights and name not in self.snapshots and name.startswith("snap")
+        return (isinstance(name, str) and name.startswith("snap") and name in self.weights
+                and name not in self.snapshots)
 
     def _player(self, name: str) -> Opponent | None:
         if name == SELF:

@@ -48,8 +48,10 @@ class RolloutCollector:
         self.max_abs_reward = max_abs_reward
         self.clipped_rewards = 0
         self.rng = np.random.default_rng(seed)
-        obs, _ = env.reset(seed=seed)
+        obs, info = env.reset(seed=seed)
         obs = self._observation(obs)
+        # envs with legal-action masks (ConnectX) give one in every info; None for the others
+        self.mask: np.ndarray | None = info.get("action_mask")
         self.stack = FrameStack(frame_stack, obs.shape, obs.dtype)
         self.stack.reset(obs)
         self.episode_return = 0.0
@@ -61,7 +63,7 @@ class RolloutCollector:
         obs = torch.from_numpy(self.stack.buf).unsqueeze(0)
         with torch.inference_mode():
             logits = model.policy_logits(obs)
-        return sample_action(logits[0], self.rng, epsilon=self.epsilon)
+        return sample_action(logits[0], self.rng, epsilon=self.epsilon, action_mask=self.mask)
 
     @staticmethod
     def _observation(obs) -> np.ndarray:
@@ -92,11 +94,14 @@ class RolloutCollector:
         terminated = np.zeros(T, dtype=bool)
         truncated = np.zeros(T, dtype=bool)
         finals = []  # the observation a time limit hid, for the learner to bootstrap from
+        masks = None if self.mask is None else np.empty((T, len(self.mask)), dtype=bool)
         episodes = []
         clock = time.perf_counter
         for t in range(T):
             t0 = clock()
             frames[t] = stack.newest
+            if masks is not None:
+                masks[t] = self.mask
             actions[t], logp[t] = self._act(model)
             t1 = clock()
             obs, reward, term, trunc, info = self.env.step(int(actions[t]))
@@ -111,16 +116,21 @@ class RolloutCollector:
             if trunc and not term:
                 finals.append(np.array(obs))  # a copy: the env may reuse its buffer
             if term or trunc:
-                episodes.append({"return": self.episode_return, "length": self.episode_length,
-                                 "frames": self.episode_length * self.frame_skip})
+                episode = {"return": self.episode_return, "length": self.episode_length,
+                           "frames": self.episode_length * self.frame_skip}
+                if "result" in info:  # two-player games: who it played, from which seat, how it went
+                    episode.update(opponent=info["opponent"], seat=info["seat"], result=info["result"])
+                episodes.append(episode)
                 self.episode_return, self.episode_length = 0.0, 0
                 if self.first_episode_actions is not None:
                     self.on_first_episode(self.first_episode_actions)
                     self.first_episode_actions = None
-                obs, _ = self.env.reset()
+                obs, info = self.env.reset()
                 stack.reset(self._observation(obs))
             else:
                 stack.push(obs)
+            if masks is not None:
+                self.mask = info["action_mask"]
             t3 = clock()
             self.times.infer += t1 - t0
             self.times.emulate += t2 - t1
@@ -129,7 +139,7 @@ class RolloutCollector:
         frames[T] = stack.newest
         final_frames = np.stack(finals) if finals else None
         return Rollout(self.actor_id, policy_version, frames, history, actions, logp, rewards,
-                       terminated, truncated, episodes, final_frames=final_frames)
+                       terminated, truncated, episodes, final_frames=final_frames, action_mask=masks)
 
     def on_first_episode(self, actions: list[int]) -> None:
         """Hook: called once with the action sequence of the first episode."""

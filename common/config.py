@@ -67,6 +67,18 @@ class Config:
     )
     eps_base: float = _f(0.4, "epsilon of the most exploring actor with --exploration epsilon")
     eps_alpha: float = _f(7.0, "spread of the epsilon ladder with --exploration epsilon")
+    # two-player games (connectx): the opponent pool and the board network
+    opponents: str = _f("random,tactical,negamax2,negamax", "scripted players in the opponent pool (random, tactical, negamax, negamaxN)")
+    league_shares: str = _f("self=0.1,negamax=0.3", "fixed shares of games: name=share,... (self = the current policy); PFSP splits the rest")
+    pfsp_power: float = _f(2.0, "PFSP weight of an opponent: (1 - score against it) ** power + pfsp_floor")
+    pfsp_floor: float = _f(0.05, "PFSP weight every pool member keeps, however well the agent does against it")
+    snapshot_score: float = _f(0.7, "a snapshot joins the pool once the agent scores this against every member")
+    snapshot_interval: float = _f(120.0, "seconds at least between two snapshots joining the pool")
+    max_snapshots: int = _f(6, "snapshots kept in the pool (the easiest to beat leaves)")
+    eval_games: int = _f(100, "two-player games: evaluation games a seat against each of --eval-opponents")
+    eval_opponents: str = _f("random,negamax", "two-player games: the scripted players evaluations play")
+    board_channels: int = _f(0, "3x3 conv channels of the board network (0 = an MLP on the planes)")
+    board_blocks: int = _f(0, "3x3 conv layers of the board network")
     seed: int = _f(1, "base seed; each actor's seed is derived from it and the actor id")
     device: str = _f("auto", "auto (CUDA when present), cpu, cuda, cuda:N")
     torch_threads: int = _f(0, "learner's torch CPU threads; 0 = half the cores, leaving the rest to actors")
@@ -102,7 +114,8 @@ class Config:
     def __post_init__(self) -> None:
         positive = ("frame_skip", "frame_stack", "frame_size", "unroll_length", "batch_size",
                     "max_policy_lag", "epochs", "minibatches", "hidden_size", "save_interval",
-                    "max_checkpoints", "return_window", "max_actors", "min_actors")
+                    "max_checkpoints", "return_window", "max_actors", "min_actors", "max_snapshots",
+                    "eval_games")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -136,7 +149,25 @@ class Config:
         if self.minibatches > 1 and self.mode == "async" and self.rollouts_per_batch < self.minibatches:
             raise ConfigError("minibatches must not exceed the rollouts in a batch (batch_size / unroll_length)")
 
+        if self.board_channels < 0 or self.board_blocks < 0 or (self.board_blocks > 0) != (self.board_channels > 0):
+            raise ConfigError("board_channels and board_blocks are both 0 (an MLP) or both positive")
+        self.shares()  # checks the form of league_shares
+
     # derived values, computed in one place
+    def shares(self) -> dict[str, float]:
+        """league_shares as a dict; ConfigError on a malformed entry."""
+        out: dict[str, float] = {}
+        for item in filter(None, (x.strip() for x in self.league_shares.split(","))):
+            name, _, value = item.partition("=")
+            try:
+                out[name.strip()] = float(value)
+            except ValueError:
+                raise ConfigError(f"league_shares: {item!r} is not name=share") from None
+        return out
+
+    def scripted_opponents(self) -> tuple[str, ...]:
+        return tuple(filter(None, (x.strip() for x in self.opponents.split(","))))
+
     @property
     def rollouts_per_batch(self) -> int:
         return -(-self.batch_size // self.unroll_length)

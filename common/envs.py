@@ -100,6 +100,8 @@ class EnvSignature:
     obs_dtype: str  # numpy dtype name: 'uint8' or 'float32'
     n_actions: int
     is_image: bool
+    action_mask: bool = False  # info["action_mask"] holds the legal actions each step
+    two_player: bool = False  # info at a game's end holds opponent, seat and result
 
 
 # --------------------------------------------------------------------------- wrappers
@@ -201,6 +203,13 @@ class ClipReward(gym.Wrapper):
         return obs, float(np.sign(reward)), terminated, truncated, info
 
 
+def is_connectx(env_id: str) -> bool:
+    """``connectx``: Kaggle's ConnectX against an opponent per game (common/connectx/env.py)."""
+    from common.connectx import ENV_ID
+
+    return env_id == ENV_ID
+
+
 def is_retro_game(env_id: str) -> bool:
     """True for ids stable-retro knows (in ``list_games()``), whether or not the ROM is imported."""
     import stable_retro.data
@@ -298,6 +307,12 @@ def make_env(
     replaces it. Pass ``frame_skip=1`` for envs that are not frame-based. Raises ``EnvError``.
     """
     _check_args(frame_skip, frame_size, action_set)
+    if is_connectx(env_id):  # a board game: no frames to skip, no time limit, rewards in {-1, 0, 1}
+        from common.connectx.env import ConnectXEnv
+
+        env = ConnectXEnv(seed)
+        env.action_space.seed(seed)
+        return env
     # OpenCV's thread pool doubles gray+resize time when actor processes share the cores.
     cv2.setNumThreads(1)
     if is_retro_game(env_id):
@@ -314,7 +329,12 @@ def make_env(
 
 
 def registered_time_limit(env_id: str) -> int | None:
-    """The time limit Gymnasium registers for `env_id` (None for retro games and unknown ids)."""
+    """The time limit Gymnasium registers for `env_id` (None for retro games and unknown ids);
+    for ConnectX the most moves a player makes in one game."""
+    if is_connectx(env_id):
+        from common.connectx.game import CELLS
+
+        return CELLS // 2  # each seat fills at most half the board
     if is_retro_game(env_id):
         return None
     try:
@@ -335,6 +355,10 @@ def env_signature(
 ) -> EnvSignature:
     """Shapes of what ``make_env`` with the same arguments yields; starts no retro emulator."""
     _check_args(frame_skip, frame_size, action_set)
+    if is_connectx(env_id):
+        from common.connectx.features import N_PLANES
+
+        return EnvSignature((N_PLANES, 6, 7), "uint8", 7, False, action_mask=True, two_player=True)
     if is_retro_game(env_id):
         # No emulator: stable-retro allows one per process and the caller may already hold it.
         system, buttons = _retro_system(env_id)

@@ -120,7 +120,15 @@ def env_model_spec(cfg: Config) -> tuple[EnvSignature, dict[str, Any]]:
     from common.config import env_kwargs
 
     sig = envs.env_signature(cfg.env, **env_kwargs(cfg, envs.is_retro_game(cfg.env)))
+    if sig.two_player:
+        return sig, board_spec(sig.obs_shape, sig.n_actions, cfg.hidden_size, cfg.board_channels, cfg.board_blocks)
     return sig, model_spec(sig.obs_shape, cfg.frame_stack, sig.n_actions, cfg.hidden_size)
+
+
+def board_spec(frame_shape: tuple[int, ...], n_actions: int, hidden: int, channels: int, blocks: int) -> dict[str, Any]:
+    """The ConnectX network's spec (``frame_shape`` = planes, rows, columns)."""
+    return {"kind": "connectx", "frame_shape": list(frame_shape), "frame_stack": 1, "n_actions": n_actions,
+            "hidden": hidden, "channels": channels, "blocks": blocks}
 
 
 def spec_hash(spec: dict[str, Any]) -> str:

@@ -32,28 +32,33 @@ def mask_logits_np(logits: np.ndarray, action_mask: np.ndarray | None) -> np.nda
     return np.where(action_mask, logits, np.asarray(MASK_LOGIT, logits.dtype))
 
 
-def action_probs(logits: np.ndarray | torch.Tensor, epsilon: float = 0.0) -> np.ndarray:
-    """Softmax in float64 over the last axis, mixed with `epsilon` of uniform noise."""
+def action_probs(logits: np.ndarray | torch.Tensor, epsilon: float = 0.0,
+                 action_mask: np.ndarray | None = None) -> np.ndarray:
+    """Softmax in float64 over the last axis, mixed with `epsilon` of uniform noise; with an
+    `action_mask`, of the masked logits, and the noise spread over the legal actions only."""
     if isinstance(logits, torch.Tensor):
         logits = logits.detach().to("cpu", torch.float64).numpy()
-    z = np.asarray(logits, dtype=np.float64)
+    z = mask_logits_np(np.asarray(logits, dtype=np.float64), action_mask)
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
     probs = e / e.sum(axis=-1, keepdims=True)
     if epsilon > 0.0:  # behaviour = mixture; V-trace corrects for it on the learner
-        probs = (1.0 - epsilon) * probs + epsilon / probs.shape[-1]
+        legal = np.ones_like(probs) if action_mask is None else np.asarray(action_mask, np.float64)
+        probs = (1.0 - epsilon) * probs + epsilon * legal / legal.sum(axis=-1, keepdims=True)
     return probs
 
 
 def sample_action(logits: np.ndarray | torch.Tensor, rng: np.random.Generator, *,
-                  greedy: bool = False, epsilon: float = 0.0) -> tuple[int, float]:
+                  greedy: bool = False, epsilon: float = 0.0,
+                  action_mask: np.ndarray | None = None) -> tuple[int, float]:
     """One action from the logits of one observation ([n_actions]) and its log-probability.
 
     Sampled by inverse CDF with one `rng.random()` draw (so a seeded Generator repeats the same
     actions), or the argmax with `greedy` (no draw). The log-probability is that of the
-    distribution the action came from: the policy mixed with `epsilon` of uniform noise.
+    distribution the action came from: the policy mixed with `epsilon` of uniform noise. An
+    `action_mask` (bool [n_actions]) restricts both to the legal actions.
     """
-    probs = action_probs(logits, epsilon)
+    probs = action_probs(logits, epsilon, action_mask)
     if probs.ndim != 1:
         raise ValueError(f"sample_action takes the logits of one observation, got shape {probs.shape}")
     if greedy:

@@ -9,6 +9,7 @@ No pickle and no msgpack ext types anywhere.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,7 @@ PROB_FLOOR = 1e-30
 LOGP_FLOOR = math.log(PROB_FLOOR)  # about -69.1
 MAX_ABS_OBSERVATION = 1e6
 """Float observations are clipped to [-MAX_ABS_OBSERVATION, MAX_ABS_OBSERVATION] by actors."""
-KINDS = ("hello", "welcome", "rollout", "weights", "heartbeat", "rejoin")
+KINDS = ("hello", "welcome", "rollout", "weights", "heartbeat", "rejoin", "league", "snapshot")
 TOKEN_CHARS = 64  # the longest token a message may carry (the learner hands out 32 hex chars)
 ALLOWED_DTYPES = {
     name: np.dtype(name) for name in ("uint8", "int8", "int32", "int64", "float16", "float32", "bool")
@@ -156,6 +157,15 @@ def _counter(limit: int):
     return hook
 
 
+def peek_kind(buf: bytes) -> Any:
+    """The `kind` a message names, read from its first bytes without decoding the rest (None
+    when it has none); nothing about the message is checked yet."""
+    try:
+        return _envelope(buf)[1]
+    except ProtocolError:
+        return None
+
+
 def decode(buf: bytes, *, max_bytes: int = 64 << 20,
            kinds: dict[str, Limits] | None = None) -> dict[str, Any]:
     """The message map, after envelope checks; ProtocolError on anything malformed.
@@ -218,13 +228,16 @@ class RolloutSpec:
     frame_skip: int = 1
     max_abs_reward: float = 1e6
     max_episode_steps: int | None = None
+    action_mask: bool = False  # rollouts carry action_mask [T, n_actions] (legal actions)
+    two_player: bool = False  # episodes carry opponent, seat and result
 
     @property
     def max_rollout_bytes(self) -> int:
         """Uncompressed payload of one rollout: the most a message carries (headers aside):
         T+1 frames, the stack's history and at most T final frames of truncated steps."""
         frame = math.prod(self.frame_shape) * ALLOWED_DTYPES[self.frame_dtype].itemsize
-        return (2 * self.unroll_length + self.frame_stack) * frame + self.unroll_length * 14 + 1024
+        mask = self.unroll_length * self.n_actions if self.action_mask else 0
+        return (2 * self.unroll_length + self.frame_stack) * frame + self.unroll_length * 14 + mask + 1024
 
     @property
     def max_message_bytes(self) -> int:
@@ -258,6 +271,7 @@ class Rollout:
     # [K, *frame_shape]: the newest frame of the observation a time limit hid, one per step
     # that is truncated and not terminated (in step order); None = no such step
     final_frames: np.ndarray | None = None
+    action_mask: np.ndarray | None = None  # [T, n_actions] bool, for envs with masks
 
     @property
     def steps(self) -> int:
@@ -283,6 +297,7 @@ def encode_rollout(r: Rollout, codec: str = "lz4", *, token: str | None = None) 
     """A rollout as one message (carrying `token`, default r.token); image frames compressed
     with `codec`."""
     frame_codec = codec if r.frames.dtype == np.uint8 else "none"
+    extra = {} if r.action_mask is None else {"action_mask": pack_array(r.action_mask)}
     return encode(
         "rollout",
         actor_id=r.actor_id,
@@ -297,11 +312,15 @@ def encode_rollout(r: Rollout, codec: str = "lz4", *, token: str | None = None) 
         truncated=pack_array(r.truncated),
         final_frames=pack_array(r.finals(), frame_codec),
         episodes=r.episodes,
+        **extra,
     )
 
 
 ROLLOUT_KEYS = {"v", "kind", "actor_id", "token", "policy_version", "frames", "history", "actions",
                 "behaviour_logp", "rewards", "terminated", "truncated", "final_frames", "episodes"}
+# Names of opponents in two-player games: the current policy, scripted players, snapshots.
+OPPONENT_NAME = re.compile(r"^(self|random|tactical|negamax\d?|snap\d{1,9})$")
+MAX_LEAGUE = 64  # opponents a league message may name
 
 
 def _token(value: Any) -> str:
@@ -317,7 +336,7 @@ def _count(value: Any, what: str) -> int:
 
 
 # An episode's fields and how each is checked here (types and finiteness; how they fit the
-# rollout is learner/episodes.py's business). Optional fields can join this table.
+# rollout is learner/episodes.py's business); two-player games add TWO_PLAYER_FIELDS.
 EPISODE_FIELDS = {
     "return": lambda v: _float(v, "episode return"),
     "length": lambda v: _count(v, "episode length"),
@@ -336,6 +355,42 @@ def _check_observations(a: np.ndarray, what: str) -> None:
         raise ProtocolError(f"{what} must be finite and within +-{MAX_ABS_OBSERVATION:g}")
 
 
+class IllegalAction(ProtocolError):
+    """A rollout whose action the mask it carries forbids: counted as an illegal move."""
+
+
+def _check_mask(mask: np.ndarray, actions: np.ndarray) -> None:
+    if not mask.any(axis=1).all():
+        raise ProtocolError("action_mask has a step with no legal action")
+    illegal = int((~mask[np.arange(len(actions)), actions]).sum())
+    if illegal:
+        raise IllegalAction(f"{illegal} actions the rollout's own action_mask forbids")
+
+
+def _opponent(value: Any) -> str:
+    if not isinstance(value, str) or not OPPONENT_NAME.match(value):
+        raise ProtocolError(f"episode opponent {str(value)[:40]!r} is not an opponent name")
+    return value
+
+
+def _one_of(value: Any, allowed: tuple[int, ...], what: str) -> int:
+    if type(value) is not int or value not in allowed:
+        raise ProtocolError(f"{what} must be one of {allowed}, got {str(value)[:40]}")
+    return value
+
+
+TWO_PLAYER_FIELDS = {
+    "opponent": _opponent,
+    "seat": lambda v: _one_of(v, (0, 1), "episode seat"),
+    "result": lambda v: _one_of(v, (-1, 0, 1), "episode result"),  # the agent's: win, draw, loss
+}
+
+
+def episode_fields(spec: RolloutSpec) -> dict[str, Any]:
+    """The fields every episode of a rollout has under `spec`, each with its check."""
+    return EPISODE_FIELDS | TWO_PLAYER_FIELDS if spec.two_player else EPISODE_FIELDS
+
+
 def validate_rollout(msg: dict[str, Any], spec: RolloutSpec, *, latest_version: int,
                      max_bytes: int = 1 << 28) -> Rollout:
     """A decoded rollout message checked against the spec; ProtocolError if it fails.
@@ -346,8 +401,9 @@ def validate_rollout(msg: dict[str, Any], spec: RolloutSpec, *, latest_version: 
     """
     if msg.get("kind") != "rollout":
         raise ProtocolError(f"expected a rollout, got {msg.get('kind')!r}")
-    if set(msg) != ROLLOUT_KEYS:
-        raise ProtocolError(f"rollout fields differ from the schema: {sorted(set(msg) ^ ROLLOUT_KEYS)}")
+    keys = ROLLOUT_KEYS | ({"action_mask"} if spec.action_mask else set())
+    if set(msg) != keys:
+        raise ProtocolError(f"rollout fields differ from the schema: {sorted(set(msg) ^ keys)}")
     T = spec.unroll_length
     actor_id = _int(msg, "actor_id", 0, 1 << 31)
     token = _token(msg["token"])
@@ -373,16 +429,21 @@ def validate_rollout(msg: dict[str, Any], spec: RolloutSpec, *, latest_version: 
         raise ProtocolError(f"behaviour_logp must be log-probabilities in [{LOGP_FLOOR:.1f}, 0]")
     if actions.min() < 0 or actions.max() >= spec.n_actions:
         raise ProtocolError(f"actions must lie in [0, {spec.n_actions})")
+    mask = None
+    if spec.action_mask:
+        mask = unpack_array(msg["action_mask"], dtype="bool", shape=(T, spec.n_actions), **kw)
+        _check_mask(mask, actions)
     episodes = msg["episodes"]
     if not isinstance(episodes, list) or len(episodes) > T:
         raise ProtocolError("episodes must be a list of at most unroll_length entries")
     clean = []
+    fields = episode_fields(spec)
     for ep in episodes:
-        if not isinstance(ep, dict) or set(ep) != set(EPISODE_FIELDS):
-            raise ProtocolError(f"an episode is a map of {', '.join(EPISODE_FIELDS)}")
-        clean.append({k: check(ep[k]) for k, check in EPISODE_FIELDS.items()})
+        if not isinstance(ep, dict) or set(ep) != set(fields):
+            raise ProtocolError(f"an episode is a map of {', '.join(fields)}")
+        clean.append({k: check(ep[k]) for k, check in fields.items()})
     return Rollout(actor_id, version, frames, history, actions, logp, rewards, terminated,
-                   truncated, clean, token, finals)
+                   truncated, clean, token, finals, mask)
 
 
 # ---------------------------------------------------------------------------- heartbeat
@@ -419,6 +480,10 @@ def validate_weights(msg: dict[str, Any], expected: dict[str, tuple[tuple[int, .
     if msg.get("spec_hash") != spec_hash:
         raise ProtocolError("weights are for a different model spec")
     _int(msg, "version")
+    return _params(msg, expected)
+
+
+def _params(msg: dict[str, Any], expected: dict[str, tuple[tuple[int, ...], str]]) -> dict[str, np.ndarray]:
     params = msg.get("params")
     if not isinstance(params, dict) or set(params) != set(expected):
         raise ProtocolError("weights name other parameters than the model has")
@@ -429,3 +494,48 @@ def validate_weights(msg: dict[str, Any], expected: dict[str, tuple[tuple[int, .
             raise ProtocolError(f"parameter {name} is not finite")
         out[name] = arr
     return out
+
+
+# ---------------------------------------------------------------------------- league (two-player)
+
+
+def encode_league(weights: dict[str, float], *, session: str) -> bytes:
+    """The opponents actors draw from and their probabilities (learner -> actors, weights socket)."""
+    return encode("league", session=session, weights={k: float(v) for k, v in weights.items()})
+
+
+def validate_league(msg: dict[str, Any]) -> dict[str, float]:
+    """Opponent name -> probability, checked: known name forms, finite, summing to 1."""
+    if msg.get("kind") != "league" or set(msg) != {"v", "kind", "session", "weights"}:
+        raise ProtocolError("a league message is a map of session and weights")
+    weights = msg["weights"]
+    if not isinstance(weights, dict) or not 0 < len(weights) <= MAX_LEAGUE:
+        raise ProtocolError(f"league weights must name 1 to {MAX_LEAGUE} opponents")
+    out = {}
+    for name, w in weights.items():
+        if not isinstance(name, str) or not OPPONENT_NAME.match(name):
+            raise ProtocolError(f"league names {str(name)[:40]!r}, not an opponent")
+        out[name] = _float(w, f"league weight of {name}")
+        if not 0.0 <= out[name] <= 1.0:
+            raise ProtocolError(f"league weight of {name} must lie in [0, 1]")
+    if abs(sum(out.values()) - 1.0) > 1e-3:
+        raise ProtocolError("league weights must sum to 1")
+    return out
+
+
+def encode_snapshot(name: str, state: dict[str, np.ndarray], *, spec_hash: str, session: str) -> bytes:
+    """A frozen policy of the league, by name (``snapK``), for actors to cache."""
+    return encode("snapshot", name=name, spec_hash=spec_hash, session=session,
+                  params={k: pack_array(v) for k, v in state.items()})
+
+
+def validate_snapshot(msg: dict[str, Any], expected: dict[str, tuple[tuple[int, ...], str]],
+                      spec_hash: str) -> tuple[str, dict[str, np.ndarray]]:
+    if msg.get("kind") != "snapshot" or set(msg) != {"v", "kind", "name", "spec_hash", "session", "params"}:
+        raise ProtocolError("a snapshot message is a map of name, spec_hash, session, params")
+    name = msg["name"]
+    if not isinstance(name, str) or not OPPONENT_NAME.match(name) or not name.startswith("snap"):
+        raise ProtocolError(f"snapshot name {str(name)[:40]!r} is not snapK")
+    if msg["spec_hash"] != spec_hash:
+        raise ProtocolError("snapshot is for a different model spec")
+    return name, _params(msg, expected)

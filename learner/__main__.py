@@ -29,7 +29,7 @@ def train_parser() -> argparse.ArgumentParser:
         prog="learner",
         description="retrofleet learner: receives rollouts from actors over ZeroMQ, updates the "
         "policy (APPO with V-trace, or synchronous rounds) and publishes the weights. "
-        "Subcommands: `learner evaluate RUN_DIR`, `learner keygen DIR`.",
+        "Subcommands: `learner evaluate RUN_DIR`, `learner export-kaggle RUN_DIR`, `learner keygen DIR`.",
     )
     p.add_argument("--config", metavar="FILE.toml", help="settings file with the keys of config.toml")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
@@ -118,22 +118,60 @@ def main_evaluate(argv: list[str]) -> int:
     p.add_argument("--greedy", action="store_true", help="take the most likely action, not a sample")
     p.add_argument("--max-steps", type=int, help="cut each episode after this many agent steps")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    p.add_argument("--opponent", help="two-player games: opponents, comma-separated (random, tactical, "
+                   "negamax, negamaxN); the greedy policy plays --games games from each seat against each")
+    p.add_argument("--games", type=int, default=100, help="with --opponent: games per seat (default: 100)")
+    p.add_argument("--rate-snapshots", action="store_true",
+                   help="with --opponent: also rate the run's league snapshots (league/elo.json)")
     args = p.parse_args(argv)
+    from learner.connectx_eval import evaluate_run
     from learner.evaluate import EvaluateError, evaluate
+    from learner.policy import PolicyError
 
     try:
-        result = evaluate(args.run_dir, checkpoint=args.checkpoint, episodes=args.episodes,
-                          video=args.video, seed=args.seed, greedy=args.greedy, max_steps=args.max_steps)
-    except EvaluateError as exc:
+        if args.opponent:  # two-player games: matches from both seats
+            result = evaluate_run(args.run_dir, checkpoint=args.checkpoint,
+                                  opponents=[o.strip() for o in args.opponent.split(",") if o.strip()],
+                                  games_per_seat=args.games, seed=args.seed, rate=args.rate_snapshots)
+        else:
+            result = evaluate(args.run_dir, checkpoint=args.checkpoint, episodes=args.episodes,
+                              video=args.video, seed=args.seed, greedy=args.greedy, max_steps=args.max_steps)
+    except (EvaluateError, PolicyError) as exc:
         print(f"learner evaluate: error: {exc}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(result))
-        return 0
-    print(f"mean return {result['mean_return']:.2f} over {len(result['returns'])} episodes "
-          f"({', '.join(f'{r:.1f}' for r in result['returns'])})")
-    if args.video:
-        print(f"video: {args.video}")
+    elif args.opponent:
+        print(f"{result['checkpoint']}, greedy, {args.games} games a seat:")
+        for line in result["lines"]:
+            print("  " + line)
+        for name, rating in sorted(result.get("elo", {}).items(), key=lambda kv: -kv[1]):
+            print(f"  Elo {name}: {rating:.0f}")
+    else:
+        print(f"mean return {result['mean_return']:.2f} over {len(result['returns'])} episodes "
+              f"({', '.join(f'{r:.1f}' for r in result['returns'])})")
+        if args.video:
+            print(f"video: {args.video}")
+    return 0
+
+
+def main_export_kaggle(argv: list[str]) -> int:
+    p = OneLineParser(prog="learner export-kaggle",
+                      description="Write a ConnectX run's policy as one Kaggle submission file "
+                      "(numpy and the standard library only; agent() greedy over the masked policy).")
+    p.add_argument("run_dir", help="run directory, or a ckpt_N.pt file")
+    p.add_argument("--checkpoint", help="a ckpt_N.pt file (default: the newest of the run)")
+    p.add_argument("--out", default="submission.py", help="file to write (default: submission.py)")
+    args = p.parse_args(argv)
+    from learner.export_kaggle import export_run
+    from learner.policy import PolicyError
+
+    try:
+        path, origin = export_run(args.run_dir, args.out, checkpoint=args.checkpoint)
+    except (PolicyError, ValueError, OSError) as exc:
+        print(f"learner export-kaggle: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} ({path.stat().st_size:,} bytes) from {origin}")
     return 0
 
 
@@ -143,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         return main_keygen(argv[1:])
     if argv and argv[0] == "evaluate":
         return main_evaluate(argv[1:])
+    if argv and argv[0] == "export-kaggle":
+        return main_export_kaggle(argv[1:])
     return main_train(argv)
 
 

@@ -93,6 +93,7 @@ def collate(rollouts: list[Rollout], version: int) -> Batch:
         final_at=np.array(at, dtype=np.int64).reshape(-1, 2),
         lags=np.array([version - r.policy_version for r in rollouts], dtype=np.int64),
         actor_ids=np.array([r.actor_id for r in rollouts], dtype=np.int64),
+        action_mask=None if first.action_mask is None else np.stack([r.action_mask for r in rollouts], axis=1),
     )
 
 

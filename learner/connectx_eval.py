@@ -97,3 +97,33 @@ def rate_snapshots(league_dir: str | Path, games_per_pair: int = 20, seed: int =
         tmp.write_text(json.dumps(ratings, indent=1, sort_keys=True))
         tmp.replace(league_dir / "elo.json")
     return ratings
+
+
+def evaluate_run(run_dir: str | Path, *, checkpoint: str | Path | None = None, opponents: list[str],
+                 games_per_seat: int, seed: int = 0, rate: bool = False) -> dict:
+    """`learner evaluate RUN --opponent ...`: a run's policy (through load_policy) against the
+    scripted ``opponents``; with ``rate``, the Elo of the league's snapshots as well."""
+    from learner.policy import PolicyError, load_policy
+
+    if games_per_seat < 1:
+        raise PolicyError(f"games must be at least 1, got {games_per_seat}")
+    for name in opponents:
+        try:
+            scripted(name)
+        except ValueError as exc:
+            raise PolicyError(str(exc)) from None
+    policy = load_policy(run_dir, checkpoint=checkpoint, seed=seed)
+    if policy.spec["kind"] != "connectx":
+        raise PolicyError(f"{policy.checkpoint} is not a ConnectX policy (--opponent is for two-player games)")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        matches = evaluate_model(policy.model, opponents, games_per_seat, seed)
+    finally:
+        torch.set_num_threads(threads)
+    out = {"checkpoint": str(policy.checkpoint), "games_per_seat": games_per_seat,
+           "matches": [m.as_dict() for m in matches], "lines": [m.line() for m in matches]}
+    league_dir = Path(run_dir) / "league"
+    if rate and league_dir.is_dir():
+        out["elo"] = rate_snapshots(league_dir, seed=seed)
+    return out

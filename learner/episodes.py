@@ -7,6 +7,8 @@ The rules, all here. A rollout is rejected when
   rollout: not exactly those steps);
 - |return| > max_abs_reward * length, or, without --clip-rewards (the rollout's rewards are
   then the game's), an episode wholly inside the rollout does not return the sum of its rewards.
+- a two-player game's result (win 1, draw 0, loss -1) is not its return (so, with the rule
+  above, the rewards the learner received decide it).
 An episode that began in an earlier rollout is *verified* only when the learner received every
 step of it (from a done flag or a fresh actor's start) and, without --clip-rewards, its return
 is the sum of those rewards. Otherwise (its actor rejoined mid-episode, a rollout was lost in
@@ -107,3 +109,5 @@ class EpisodeBook:
             raise ProtocolError(f"episode length {length} does not fit its {steps} steps in the rollout")
         if not math.isfinite(ep["return"]) or abs(ep["return"]) > spec.max_abs_reward * length:
             raise ProtocolError(f"episode return {ep['return']:g} is over --max-abs-reward x length")
+        if "result" in ep and ep["return"] != ep["result"]:
+            raise ProtocolError(f"two-player game result {ep['result']} is not its return {ep['return']:g}")

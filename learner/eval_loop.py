@@ -58,14 +58,29 @@ class EvalLoop:
         self.record = record  # the learner's: TensorBoard, W&B
         self.proc: asyncio.subprocess.Process | None = None
 
+    def _args(self, partial: Path) -> list[str]:
+        """`learner evaluate` flags after the checkpoint: one greedy episode, its GIF."""
+        return ["--episodes", "1", "--greedy", "--max-steps", str(self.max_steps), "--video", str(partial),
+                "--json"]
+
+    def _finish(self, result: dict[str, Any], base: dict[str, Any], partial: Path, gif: Path) -> dict[str, Any]:
+        """The row of a successful evaluation (written to evals.jsonl and recorded)."""
+        partial.replace(gif)
+        row = {**base, "return": result["returns"][0], "length": result["lengths"][0], "video": gif.name}
+        with open(self.dir / "evals.jsonl", "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        self.record({**row, "gif": gif.read_bytes(), "path": str(gif)})
+        self._rotate()
+        log.info("evaluation %s: return %.1f in %d steps; %s", base["eval"], row["return"], row["length"], gif)
+        return row
+
     async def run_once(self, policy_file: Path, name: str, counters: dict[str, Any]) -> dict[str, Any] | None:
-        """One greedy episode of `policy_file` in a child process; its result, or None."""
+        """One evaluation of `policy_file` in a child process; its result row, or None."""
         self.dir.mkdir(parents=True, exist_ok=True)
         gif = self.dir / f"eval_{name}.gif"
         partial = self.dir / f".eval_{name}.part.gif"  # renamed once the evaluation succeeded
         cmd = [sys.executable, "-m", "learner", "evaluate", str(self.dir.parent), "--checkpoint",
-               str(policy_file), "--episodes", "1", "--greedy", "--max-steps", str(self.max_steps),
-               "--video", str(partial), "--json"]
+               str(policy_file), *self._args(partial)]
         started = time.monotonic()
         proc = self.proc = await asyncio.create_subprocess_exec(
             *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -85,19 +100,12 @@ class EvalLoop:
             log.warning("evaluation %s failed (exit %s): %s", name, code, tail[0])
             return None
         try:
-            partial.replace(gif)
             result = json.loads(out.decode().strip().splitlines()[-1])
-            row = {**counters, "eval": name, "return": result["returns"][0], "length": result["lengths"][0],
-                   "video": gif.name, "seconds": round(time.monotonic() - started, 2)}
-            with open(self.dir / "evals.jsonl", "a") as fh:
-                fh.write(json.dumps(row) + "\n")
-            self.record({**row, "gif": gif.read_bytes(), "path": str(gif)})
-        except (OSError, ValueError, KeyError, IndexError) as exc:  # an evaluation never stops training
+            base = {**counters, "eval": name, "seconds": round(time.monotonic() - started, 2)}
+            return self._finish(result, base, partial, gif)
+        except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:  # never stops training
             log.warning("evaluation %s: no result recorded: %s: %s", name, type(exc).__name__, exc)
             return None
-        self._rotate()
-        log.info("evaluation %s: return %.1f in %d steps; %s", name, row["return"], row["length"], gif)
-        return row
 
     def _rotate(self) -> None:
         gifs = sorted(self.dir.glob("eval_[0-9]*.gif"), key=lambda p: int(p.stem.split("_")[1]))
@@ -120,3 +128,30 @@ class EvalLoop:
         """Ends a running evaluation (the learner is stopping)."""
         if self.proc is not None and self.proc.returncode is None:
             self.proc.kill()
+
+
+class BoardEvalLoop(EvalLoop):
+    """Two-player games (ConnectX): the greedy policy against each scripted opponent from both
+    seats (`games` a seat), and Elo ratings of the league's new snapshots, in the child process."""
+
+    def __init__(self, run_dir: Path, *, interval_min: float, games: int, opponents: str,
+                 record: Callable[[dict[str, Any]], None]):
+        super().__init__(run_dir, interval_min=interval_min, max_steps=1, record=record)
+        self.games, self.opponents = games, opponents
+
+    def _args(self, partial: Path) -> list[str]:
+        return ["--opponent", self.opponents, "--games", str(self.games), "--rate-snapshots", "--json"]
+
+    def _finish(self, result: dict[str, Any], base: dict[str, Any], partial: Path, gif: Path) -> dict[str, Any]:
+        row = dict(base)
+        for match in result["matches"]:
+            for seat in ("first", "second"):
+                row[f"{match['opponent']}_{seat}"] = match[seat]["score"]
+            row[f"{match['opponent']}_illegal"] = match["illegal"]
+        row["elo"] = result.get("elo", {})
+        with open(self.dir / "evals.jsonl", "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        self.record(row)
+        log.info("evaluation %s: %s", base["eval"], ", ".join(
+            f"{k} {v:.3f}" for k, v in row.items() if k.endswith(("_first", "_second"))))
+        return row

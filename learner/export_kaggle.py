@@ -89,3 +89,39 @@ def write_submission(model: nn.Module, out: str | Path, origin: str) -> Path:
     out = Path(out)
     out.write_text(submission_source(model, origin))
     return out
+
+
+def export_run(run_dir: str | Path, out: str | Path, checkpoint: str | Path | None = None) -> tuple[Path, str]:
+    """A run's policy (through load_policy: its newest checkpoint that loads, or ``checkpoint``)
+    as a submission file; returns the path and the checkpoint it came from."""
+    from learner.policy import PolicyError, load_policy
+
+    policy = load_policy(run_dir, checkpoint=checkpoint)
+    if policy.spec["kind"] != "connectx":
+        raise PolicyError(f"{policy.checkpoint} is not a ConnectX policy")
+    origin = f"{policy.checkpoint}"
+    return write_submission(policy.model, out, origin), origin
+
+
+class SubmissionPlayer:
+    """A submission file's ``agent`` as an opponent-style player (``act(own, opp)``), called the
+    way Kaggle calls it: a fresh observation {board, mark} and the configuration each move."""
+
+    CONFIGURATION = {"rows": 6, "columns": 7, "inarow": 4, "actTimeout": 2, "timeout": 2}
+
+    def __init__(self, path: str | Path, name: str = "submission"):
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location(f"submission_{abs(hash(str(path)))}", path)
+        if spec is None or spec.loader is None:
+            raise ValueError(f"cannot load {path} as Python")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        self.agent = module.agent
+        self.name = name
+
+    def act(self, own: int, opp: int) -> int:
+        g = game.Game()
+        first = bin(own).count("1") == bin(opp).count("1")
+        g.pieces = [own, opp] if first else [opp, own]
+        return self.agent({"board": g.board(), "mark": 1 if first else 2}, dict(self.CONFIGURATION))

@@ -3,9 +3,10 @@
 Members are the scripted players (``random``, ``negamax``, ...), snapshots of the learner's
 policy (``snap<K>``) and ``self`` (the current policy). The learner feeds every finished game's
 result (from the agent's side) to ``record``; ``weights`` is the distribution actors draw each
-game's opponent from: ``self_share`` for the current policy, the rest over the pool in proportion
-to ``(1 - score) ** pfsp_power + floor`` -- the opponents it still loses to come up most. A member
-with fewer than ``min_games`` recent games counts as unbeaten (score 0), so a newcomer is tried.
+game's opponent from: the fixed ``shares`` first (e.g. ``self`` 0.1, ``negamax`` 0.3), the rest
+over all pool members in proportion to ``(1 - score) ** pfsp_power + floor`` -- the opponents it
+still loses to come up most. A member with fewer than ``min_games`` recent games counts as
+unbeaten (score 0), so a newcomer is tried.
 
 A snapshot joins (``due``) when the agent scores at least ``admit_score`` against every member
 and ``admit_interval_s`` passed since the last one; beyond ``max_snapshots`` the one it beats
@@ -24,9 +25,9 @@ SELF = "self"
 @dataclass
 class LeagueConfig:
     scripted: tuple[str, ...] = ("random", "negamax")
-    self_share: float = 0.2
+    shares: dict[str, float] = field(default_factory=lambda: {SELF: 0.1})
     pfsp_power: float = 2.0
-    floor: float = 0.02
+    floor: float = 0.05
     window: int = 200
     min_games: int = 30
     admit_score: float = 0.7
@@ -34,8 +35,11 @@ class LeagueConfig:
     max_snapshots: int = 8
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.self_share < 1.0:
-            raise ValueError(f"self_share must lie in [0, 1), got {self.self_share}")
+        if any(not 0.0 <= v for v in self.shares.values()) or sum(self.shares.values()) >= 1.0:
+            raise ValueError(f"fixed shares must be non-negative and sum below 1, got {self.shares}")
+        unknown = set(self.shares) - set(self.scripted) - {SELF}
+        if unknown:
+            raise ValueError(f"shares name players outside the league: {', '.join(sorted(unknown))}")
         if not self.scripted:
             raise ValueError("the league needs at least one scripted player")
         if self.max_snapshots < 1 or self.window < 1 or self.min_games < 1:
@@ -86,9 +90,10 @@ class League:
         for name, score in self.scores().items():
             raw[name] = (1.0 - (0.0 if score is None else score)) ** self.cfg.pfsp_power + self.cfg.floor
         total = sum(raw.values())
-        out = {n: (1.0 - self.cfg.self_share) * w / total for n, w in raw.items()}
-        if self.cfg.self_share:
-            out[SELF] = self.cfg.self_share
+        rest = 1.0 - sum(self.cfg.shares.values())
+        out = {n: rest * w / total for n, w in raw.items()}
+        for name, share in self.cfg.shares.items():
+            out[name] = out.get(name, 0.0) + share
         return out
 
     def due(self, now: float) -> bool:
@@ -98,10 +103,12 @@ class League:
         scores = self.scores().values()
         return all(s is not None and s >= self.cfg.admit_score for s in scores)
 
-    def admit(self, now: float) -> tuple[str, str | None]:
-        """Add the next snapshot; returns its name and the name of the one that left (or None)."""
-        name = f"snap{self.next_snapshot}"
-        self.next_snapshot += 1
+    def admit(self, now: float, name: str | None = None) -> tuple[str, str | None]:
+        """Add the next snapshot (or ``name``, restoring a saved pool); returns its name and the
+        name of the one that left (or None)."""
+        if name is None:
+            name = f"snap{self.next_snapshot}"
+            self.next_snapshot += 1
         self.members[name] = Member(name, deque(maxlen=self.cfg.window))
         self.last_admit = now
         gone = None

@@ -37,9 +37,12 @@ def open_fds() -> int | None:
 
 
 def finite_or_none(value: Any) -> Any:
-    """Numbers that JSON can hold: NaN and infinities become None."""
+    """Numbers that JSON can hold: NaN and infinities become None (inside maps too: the
+    league and Elo fields of two-player games)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
     return value
 
 
@@ -131,7 +134,11 @@ class Metrics:
                 "unverified_episodes": self.unverified_episodes, "wall_s": self.wall_s(),
                 "recent_returns": list(self.returns)}
 
-    def report(self, actors: int, dropped_stale: int, **extra: Any) -> dict[str, Any]:
+    def report(self, actors: int, dropped_stale: int, *, two_player: dict[str, Any] | None = None,
+               **extra: Any) -> dict[str, Any]:
+        """One row for the console, metrics.jsonl and TensorBoard; ``extra`` adds fields,
+        ``two_player`` those of two-player games (games_per_s, moves_per_s, ... and the
+        ``league`` and ``elo`` maps)."""
         now = time.monotonic()
         t0, f0, e0 = self._last
         dt = max(now - t0, 1e-9)
@@ -156,6 +163,7 @@ class Metrics:
             "skipped_updates": self.skipped_updates,
             "unverified_episodes": self.unverified_episodes,
             **extra,
+            **(two_player or {}),
         }
         row = {k: finite_or_none(v) for k, v in row.items()}
         try:
@@ -165,6 +173,7 @@ class Metrics:
             if self.write_failures == 1 or self.write_failures % 100 == 0:
                 log.error("cannot write %s (%s); %d reports lost so far", self.path, exc, self.write_failures)
         self._scalars({f"charts/{k}": row[k] for k in CHARTS if row.get(k) is not None})
+        self._scalars(two_player_scalars(two_player or {}))
         return row
 
     def _scalars(self, values: dict[str, float], step: int | None = None) -> None:
@@ -203,6 +212,12 @@ class Metrics:
             except Exception as exc:  # the video is a nicety; the scalars above are logged
                 log.warning("W&B did not take the evaluation video: %s", exc)
 
+    def log_board_eval(self, row: dict[str, Any]) -> None:
+        """A two-player evaluation: eval/<opponent>_<seat> scores and the snapshots' Elo."""
+        values = {f"eval/{k}": v for k, v in row.items() if k.endswith(("_first", "_second", "_illegal"))}
+        values.update({f"elo/{k}": v for k, v in row.get("elo", {}).items()})
+        self._scalars(values, step=row["frames"])
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
@@ -211,11 +226,25 @@ class Metrics:
         self.file.close()
 
 
+def two_player_scalars(extra: dict[str, Any]) -> dict[str, float]:
+    """TensorBoard scalars of the two-player fields: charts/games_per_s..., league/..., elo/..."""
+    out = {f"charts/{k}": v for k, v in extra.items()
+           if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    for name, member in extra.get("league", {}).items():
+        out[f"league/weight_{name}"] = member["weight"]
+        if member["score"] is not None:
+            out[f"league/score_{name}"] = member["score"]
+    out.update({f"elo/{name}": rating for name, rating in extra.get("elo", {}).items()})
+    return out
+
+
 def console_line(row: dict[str, Any]) -> str:
     ret = "-" if row["mean_return"] is None else f"{row['mean_return']:.1f}"
     lag = "-" if row["policy_lag_mean"] is None else f"{row['policy_lag_mean']:.1f}/{row['policy_lag_max']}"
     skipped = f"  skipped {row['skipped_updates']}" if row.get("skipped_updates") else ""
+    games = (f"games/s {row['games_per_s']:>6.1f}  moves/s {row['moves_per_s']:>7,.0f}  "
+             f"illegal {row['illegal_moves']}  ") if "games_per_s" in row else ""
     return (f"[{row['wall_s']:7.0f}s] frames {row['frames']:>10,}  fps {row['fps']:>7,.0f}  "
-            f"eps/h {row['episodes_per_hour']:>7,.0f}  return(100) {ret:>7}  updates {row['updates']:>6}  "
+            f"eps/h {row['episodes_per_hour']:>7,.0f}  return(100) {ret:>7}  {games}updates {row['updates']:>6}  "
             f"lag {lag:>7}  actors {row['actors']}  rejected {row['rejected_messages']}  "
             f"stale {row['dropped_stale']}{skipped}")

@@ -127,16 +127,28 @@ class Policy:
         """Policy logits [B, n_actions] (B = 1 for one observation); a frame feeds the stack."""
         return self._forward(self._batch(obs)[0])
 
-    def act(self, obs: Any, greedy: bool = True) -> int | np.ndarray:
+    def legal(self, x: np.ndarray) -> np.ndarray | None:
+        """Legal actions [B, n_actions] of model inputs, for games whose observation shows them
+        (ConnectX: a column is legal where plane 2 has its landing cell); None for the others."""
+        if self.spec["kind"] != "connectx":
+            return None
+        return np.asarray(x)[:, 0, 2].any(axis=-2)
+
+    def act(self, obs: Any, greedy: bool = True, action_mask: np.ndarray | None = None) -> int | np.ndarray:
         """The action for one observation (an int) or a batch (an int64 array): the most likely
-        one, or with `greedy=False` sampled from the policy with this Policy's seeded generator."""
+        one, or with `greedy=False` sampled from the policy with this Policy's seeded generator.
+        Illegal actions are masked: `action_mask` ([n_actions] or [B, n_actions]) when given,
+        else what the observation shows (ConnectX)."""
         x, single = self._batch(obs)
         logits = self._forward(x)
+        mask = self.legal(x) if action_mask is None else np.asarray(action_mask, bool).reshape(len(x), -1)
+        rows = [None] * len(x) if mask is None else mask
         if single:
-            return sample_action(logits[0], self.rng, greedy=greedy)[0]
+            return sample_action(logits[0], self.rng, greedy=greedy, action_mask=rows[0])[0]
         if greedy:
-            return np.argmax(action_probs(logits), axis=-1).astype(np.int64)
-        return np.array([sample_action(row, self.rng)[0] for row in logits], dtype=np.int64)
+            return np.argmax(action_probs(logits, action_mask=mask), axis=-1).astype(np.int64)
+        return np.array([sample_action(row, self.rng, action_mask=m)[0] for row, m in zip(logits, rows, strict=True)],
+                        dtype=np.int64)
 
 
 # ---------------------------------------------------------------------------- loading

@@ -27,16 +27,17 @@ import zmq.asyncio
 from common import envs, protocol, transport
 from common.config import Config, dump_toml, env_kwargs, resume_changes
 from common.model import build_model, env_model_spec, spec_hash, state_to_numpy
-from common.protocol import CONTROL_LIMITS, ProtocolError, RolloutSpec
+from common.protocol import CONTROL_LIMITS, IllegalAction, ProtocolError, RolloutSpec
 from learner import checkpoint, run_info
 from learner.batcher import Batch, Batcher, collate
 from learner.episodes import EpisodeBook
-from learner.eval_loop import EvalLoop
+from learner.eval_loop import BoardEvalLoop, EvalLoop
 from learner.metrics import Metrics, open_fds
 from learner.progress import Console
 from learner.registry import IdentityError, Registry
 from learner.rounds import SyncRound
 from learner.trainer import Trainer, UpdateResult, finite_parameters, pick_device
+from learner.two_player import TwoPlayer
 
 log = logging.getLogger("learner")
 HELLO_KEYS = {"v", "kind", "host", "pid", "previous_id"}
@@ -85,7 +86,8 @@ def specs(cfg: Config) -> tuple[dict[str, Any], dict[str, Any], RolloutSpec]:
     sig, model = env_model_spec(cfg)
     limit = kwargs["max_episode_steps"] or envs.registered_time_limit(cfg.env)
     spec = RolloutSpec(cfg.unroll_length, tuple(sig.obs_shape), sig.obs_dtype, model["frame_stack"],
-                       sig.n_actions, kwargs["frame_skip"], cfg.max_abs_reward, limit)
+                       sig.n_actions, kwargs["frame_skip"], cfg.max_abs_reward, limit,
+                       action_mask=sig.action_mask, two_player=sig.two_player)
     return kwargs, model, spec
 
 
@@ -95,7 +97,8 @@ def actor_settings(cfg: Config) -> dict[str, Any]:
     return {"env": cfg.env, "env_kwargs": kwargs, "mode": cfg.mode, "unroll_length": cfg.unroll_length,
             "model": model, "max_message_bytes": int(cfg.max_message_mb * (1 << 20)),
             "publish_interval": cfg.publish_interval, "rollout_bytes": spec.max_rollout_bytes,
-            "max_abs_reward": cfg.max_abs_reward, "sync_timeout": cfg.sync_timeout}
+            "max_abs_reward": cfg.max_abs_reward, "sync_timeout": cfg.sync_timeout,
+            "two_player": spec.two_player}
 
 
 class Learner:
@@ -131,10 +134,16 @@ class Learner:
             wandb_run = wandb_log.start(cfg, run_dir)
         self.metrics = Metrics(run_dir, start=counters, return_window=cfg.return_window, wandb_run=wandb_run)
         self.console = Console(cfg)
-        self.evals = EvalLoop(run_dir, interval_min=cfg.eval_interval, max_steps=cfg.eval_max_steps,
-                              record=self.metrics.log_eval)
         self.registry = Registry(cfg, run_dir, next_actor_id=int(counters.get("next_actor_id", 0)))
         self.reached_end = False  # --total-frames, --stop-at-return or --max-minutes, not a signal
+        self.two_player = TwoPlayer(cfg, run_dir, self.model_spec, self.spec_hash, self.session,
+                                    counters.get("two_player")) if self.spec.two_player else None
+        if self.two_player is None:
+            self.evals = EvalLoop(run_dir, interval_min=cfg.eval_interval, max_steps=cfg.eval_max_steps,
+                                  record=self.metrics.log_eval)
+        else:
+            self.evals = BoardEvalLoop(run_dir, interval_min=cfg.eval_interval, games=cfg.eval_games,
+                                       opponents=cfg.eval_opponents, record=self._board_eval)
         self.batcher = Batcher(cfg.rollouts_per_batch, cfg.max_policy_lag)
         self.batcher.dropped_stale = int(counters.get("dropped_stale", 0))
         self.round = SyncRound(self.version, timeout=cfg.sync_timeout, min_actors=cfg.min_actors)
@@ -191,6 +200,8 @@ class Learner:
         counters = self.metrics.counters()
         counters.update(version=self.version, next_actor_id=self.registry.next_actor_id,
                         dropped_stale=self.batcher.dropped_stale)
+        if self.two_player is not None:
+            counters["two_player"] = self.two_player.counters()
         return counters
 
     def save_checkpoint(self, counters: dict[str, Any]) -> Path | None:
@@ -319,8 +330,12 @@ class Learner:
                                           max_bytes=self.max_bytes)
             episodes = self.episodes.check(r)
         except ProtocolError as exc:
+            if isinstance(exc, IllegalAction) and self.two_player is not None:
+                self.two_player.on_illegal()
             self._reject("%s", exc)
             return None
+        if self.two_player is not None:
+            self.two_player.on_rollout(r, episodes)
         m = self.metrics
         m.steps += r.steps
         m.frames += r.steps * self.spec.frame_skip
@@ -435,8 +450,9 @@ class Learner:
     async def publish_task(self, sock: zmq.asyncio.Socket) -> None:
         while True:
             await sock.send(self.weights_msg, copy=False)
-            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation that
-            # arrives as the event is set, and this task then outlived SIGTERM (seen in a flood)
+            if self.two_player is not None:
+                for msg in self.two_player.messages():
+                    await sock.send(msg, copy=False)
             try:
                 async with asyncio.timeout(self.cfg.publish_interval):
                     await self.publish_now.wait()
@@ -447,7 +463,23 @@ class Learner:
     async def report_task(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.report_interval)
+            if self.two_player is not None and self.two_player.due():
+                await self.snapshot()
             self.report()
+
+    def _board_eval(self, row: dict[str, Any]) -> None:
+        """A two-player evaluation: TensorBoard now, metrics.jsonl with the next report."""
+        self.metrics.log_board_eval(row)
+        self.two_player.last_eval = row
+
+    async def snapshot(self) -> str:
+        """A snapshot of the current policy joins the opponent pool (weights copied between updates)."""
+        loop = asyncio.get_running_loop()
+        state = await loop.run_in_executor(self.worker, state_to_numpy, self.trainer.model)
+        name = self.two_player.add_snapshot(state)
+        log.info("%s joins the opponent pool at update %d", name, self.metrics.updates)
+        self.publish_now.set()
+        return name
 
     def report(self) -> dict[str, Any]:
         for actor_id in self.registry.prune(time.monotonic()):
@@ -456,7 +488,8 @@ class Learner:
         if self.cfg.mode == "sync":
             self._check_round()  # an actor that went silent no longer holds the round up
         row = self.metrics.report(len(live), self.batcher.dropped_stale,
-                                  rate_limited=self.registry.rate_limited, fds=open_fds())
+                                  rate_limited=self.registry.rate_limited, fds=open_fds(),
+                                  two_player=None if self.two_player is None else self.two_player.report())
         self.console.report(row)
         return row
 

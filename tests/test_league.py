@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -16,7 +17,7 @@ def play(league: League, opponent: str, wins: int, losses: int, draws: int = 0) 
 
 
 def test_weights_favour_the_opponents_it_still_loses_to():
-    lg = League(LeagueConfig(scripted=("random", "negamax"), self_share=0.2, min_games=10))
+    lg = League(LeagueConfig(scripted=("random", "negamax"), shares={SELF: 0.2}, min_games=10, floor=0.02))
     w = lg.weights()
     assert w[SELF] == pytest.approx(0.2) and sum(w.values()) == pytest.approx(1.0)
     assert w["random"] == pytest.approx(w["negamax"])  # both unknown: treated as unbeaten
@@ -25,6 +26,12 @@ def test_weights_favour_the_opponents_it_still_loses_to():
     w = lg.weights()
     assert w["negamax"] > 10 * w["random"] and w["random"] > 0  # the floor keeps random in
     assert sum(w.values()) == pytest.approx(1.0)
+
+
+def test_fixed_shares_come_on_top_of_pfsp():
+    lg = League(LeagueConfig(scripted=("random", "negamax"), shares={SELF: 0.1, "negamax": 0.3}, floor=1.0))
+    w = lg.weights()  # floor 1: PFSP spreads the remaining 0.6 evenly over the two members
+    assert w == pytest.approx({SELF: 0.1, "negamax": 0.6, "random": 0.3})
 
 
 def test_snapshot_joins_only_when_it_beats_everyone_and_not_too_often():
@@ -59,7 +66,9 @@ def test_pool_keeps_the_hardest_snapshots():
 
 def test_bad_league_settings_are_refused():
     with pytest.raises(ValueError):
-        LeagueConfig(self_share=1.0)
+        LeagueConfig(shares={SELF: 1.0})
+    with pytest.raises(ValueError, match="outside the league"):
+        LeagueConfig(shares={"alphazero": 0.1})
     with pytest.raises(ValueError):
         LeagueConfig(scripted=())
 
@@ -79,3 +88,44 @@ def test_elo_of_a_perfect_record_is_finite_and_draws_count_half():
     even = elo.fit([("x", "random", 0.5)] * 50)
     assert even["x"] == pytest.approx(0.0, abs=1e-6)
     assert elo.fit([]) == {}
+
+
+def test_two_player_learner_side(tmp_path):
+    """Games fill the league; a snapshot is saved, published round robin, restored on resume."""
+    import numpy as np
+
+    from common import protocol
+    from common.config import Config
+    from common.model import board_spec, build_model, spec_hash, state_to_numpy
+    from common.protocol import Rollout
+    from learner.episodes import Episode
+    from learner.two_player import TwoPlayer
+
+    cfg = Config(env="connectx", opponents="random,negamax", league_shares="self=0.1", snapshot_interval=0,
+                 snapshot_score=0.5)
+    spec = board_spec((9, 6, 7), 7, 16, 0, 0)
+    tp = TwoPlayer(cfg, tmp_path, spec, spec_hash(spec), "sess")
+    episodes = [{"return": 1.0, "length": 5, "frames": 5, "opponent": o, "seat": i % 2, "result": 1}
+                for i, o in enumerate(["random", "negamax"] * 30)]
+    r = Rollout(0, 0, np.zeros((61, 9, 6, 7), np.uint8), np.zeros((0, 9, 6, 7), np.uint8),
+                np.zeros(60, np.int32), np.zeros(60, np.float32), np.zeros(60, np.float32),
+                np.zeros(60, bool), np.zeros(60, bool), episodes)
+    checked = [Episode(1.0, 5, 5, verified=True)] * 60
+    tp.on_rollout(r, checked)
+    assert tp.games == 60 and tp.due()
+    # games the learner did not see whole are counted, but move neither the league nor the seats
+    liar = TwoPlayer(cfg, tmp_path / "liar", spec, spec_hash(spec), "sess")
+    liar.on_rollout(r, [Episode(1.0, 5, 5, verified=False)] * 60)
+    assert liar.games == 60 and not liar.due() and liar.report()["train_score_first"] is None
+    name = tp.add_snapshot(state_to_numpy(build_model(spec)))
+    assert name == "snap0" and (tmp_path / "league" / "snap0.pt").exists()
+    kinds = [protocol.decode(m)["kind"] for m in tp.messages()]
+    assert kinds == ["league", "snapshot"]
+    weights = protocol.validate_league(protocol.decode(tp.messages()[0]))
+    assert set(weights) == {"self", "random", "negamax", "snap0"}
+    row = tp.report()
+    assert row["games"] == 60 and row["train_score_first"] == 1.0 and row["illegal_moves"] == 0
+    assert json.loads((tmp_path / "league" / "league.json").read_text())["members"]["snap0"]["games"] == 0
+    again = TwoPlayer(cfg, tmp_path, spec, spec_hash(spec), "sess2", tp.counters())
+    assert again.league.snapshots == ["snap0"] and again.games == 60
+    assert again.add_snapshot(state_to_numpy(build_model(spec))) == "snap1"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from common.model import build_model, model_spec
+from common.model import board_spec, build_model, model_spec
 
 
 def test_policy_logits_match_forward():
@@ -12,6 +12,9 @@ def test_policy_logits_match_forward():
     cases = [
         (model_spec((84, 84), 4, 12, 64), torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)),
         (model_spec((4,), 1, 2, 64), torch.randn(3, 1, 4)),
+        # ConnectX boards, as the actor's stack of one and as plain planes; MLP and CNN
+        (board_spec((9, 6, 7), 7, 32, 0, 0), torch.randint(0, 2, (3, 1, 9, 6, 7), dtype=torch.uint8)),
+        (board_spec((9, 6, 7), 7, 32, 8, 2), torch.randint(0, 2, (3, 9, 6, 7), dtype=torch.uint8)),
     ]
     for spec, obs in cases:
         model = build_model(spec).eval()

@@ -19,11 +19,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from common.connectx import ENV_ID  # noqa: F401  (the --env name)
 from common.connectx.features import N_PLANES, legal_mask, planes
 from common.connectx.game import COLUMNS, ROWS, Game
 from common.connectx.opponents import Opponent, RandomPlayer
-
-ENV_ID = "connectx"
 
 
 class ConnectXEnv(gym.Env):
