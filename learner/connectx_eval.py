@@ -6,7 +6,8 @@ from each seat against each named opponent; opponent i of a match is seeded from
 so a match is reproducible. ``rate_snapshots`` plays each snapshot of ``RUN/league/`` that has no
 games yet against ``random``, ``negamax`` and every earlier snapshot, sampling its moves (greedy
 snapshots would repeat one game per seat), appends the games to ``league/games.jsonl`` and writes
-the Elo fit of all of them (random = 0) to ``league/elo.json``.
+the Elo fit of all of them (random = 0) to ``league/elo.json``; the first time, negamax also
+plays random, which fixes the scale between the two.
 """
 
 from __future__ import annotations
@@ -65,6 +66,13 @@ def rate_snapshots(league_dir: str | Path, games_per_pair: int = 20, seed: int =
     snaps = _snapshots(league_dir)
     players = {}
     new_rows = []
+    if snaps and RATING_OPPONENTS[1] not in rated:  # negamax against random sets the scale
+        for i in range(games_per_pair):
+            seat = i % 2
+            g = play_game(scripted(RATING_OPPONENTS[1], seed=_seed(seed, "anchor", i)),
+                          scripted(RATING_OPPONENTS[0], seed=_seed(seed, "anchor-r", i)), seat)
+            score = 0.5 if g.winner == 0 else float(g.winner == seat + 1)
+            new_rows.append({"a": RATING_OPPONENTS[1], "b": RATING_OPPONENTS[0], "score_a": score})
     for k, path in snaps:
         name = f"snap{k}"
         if name in rated:

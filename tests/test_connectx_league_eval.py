@@ -93,7 +93,7 @@ def test_snapshots_get_elo_ratings_once(tmp_path):
     assert set(ratings) == {"random", "negamax", "snap0", "snap1"} and ratings["random"] == 0.0
     assert ratings["negamax"] > 200  # negamax beats random and random-ish networks
     rows = (tmp_path / "games.jsonl").read_text().splitlines()
-    assert len(rows) == 4 * 2 + 4 * 3  # snap0: random, negamax; snap1: those and snap0
+    assert len(rows) == 4 + 4 * 2 + 4 * 3  # negamax-random; snap0: random, negamax; snap1: those, snap0
     assert json.loads((tmp_path / "elo.json").read_text()) == pytest.approx(ratings)
     assert rate_snapshots(tmp_path, games_per_pair=4) == pytest.approx(ratings)  # nothing new to play
     assert len((tmp_path / "games.jsonl").read_text().splitlines()) == len(rows)
