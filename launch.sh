@@ -2,7 +2,11 @@
 # retrofleet launcher.
 #   ./launch.sh N [learner flags]              a learner and N actors on this machine
 #   ./launch.sh N --learner tcp://HOST:PORT    only N actors, joining a learner elsewhere
+#   --actor-mode auto|host|process (either form): one actor host (N emulator processes, one
+#                batched policy) or N one-process actors; auto asks the learner for its game and
+#                picks by the rule in actor/mode.py (a host for 2+ emulators of an image game)
 #   --curve-dir DIR (either form): CURVE keys from `learner keygen DIR`; actor i uses actorI.key_secret
+#                (an actor host uses actor0.key_secret for all its emulators)
 #   ./launch.sh N --ray auto [--learner-on-ray] [learner flags]
 #                                               N actors (or N=auto: one per free CPU) on a Ray
 #                                               cluster, placed and restarted by Ray (python -m fleet)
@@ -25,6 +29,9 @@ usage() {
   cat <<'EOF'
 usage: ./launch.sh N [learner flags]             learner + N actors on this machine
        ./launch.sh N --learner tcp://HOST:PORT   N actors joining a running learner
+       add --actor-mode auto|host|process to either form: an actor host (N emulators, one
+                   batched policy) or N one-process actors (default auto: a host for 2+ emulators
+                   of an image game such as Airstriker, one-process actors otherwise)
        add --curve-dir DIR to either form for CURVE keys (learner keygen DIR --actors N)
        ./launch.sh N --ray auto|HOST:PORT [--learner-on-ray] [--num-cpus X]
                    [--node-ip-address IP] [--fleet-name NAME] [learner flags]
@@ -73,6 +80,7 @@ N="$1"; shift
 
 REMOTE=""
 CURVE_DIR=""
+ACTOR_MODE="auto"
 RAY_ADDR=""
 FLEET_ARGS=()
 LEARNER_ARGS=()
@@ -82,6 +90,8 @@ while [[ $# -gt 0 ]]; do
     --curve-dir=*) CURVE_DIR="${1#--curve-dir=}"; shift ;;
     --learner) [[ $# -ge 2 ]] || die "--learner needs tcp://HOST:PORT"; REMOTE="$2"; shift 2 ;;
     --learner=*) REMOTE="${1#--learner=}"; shift ;;
+    --actor-mode) [[ $# -ge 2 ]] || die "--actor-mode needs auto, host or process"; ACTOR_MODE="$2"; shift 2 ;;
+    --actor-mode=*) ACTOR_MODE="${1#--actor-mode=}"; shift ;;
     --ray) [[ $# -ge 2 ]] || die "--ray needs auto or HOST:PORT"; RAY_ADDR="$2"; shift 2 ;;
     --ray=*) RAY_ADDR="${1#--ray=}"; shift ;;
     --learner-on-ray) FLEET_ARGS+=("$1"); shift ;;
@@ -101,6 +111,7 @@ if [[ -n "$RAY_ADDR" ]]; then
   [[ -n "$CURVE_DIR" ]] && FLEET_ARGS+=(--curve-dir "$CURVE_DIR")
   exec "$PY" -m fleet --actors "$N" --ray "$RAY_ADDR" "${FLEET_ARGS[@]}" -- "${LEARNER_ARGS[@]}"
 fi
+[[ "$ACTOR_MODE" =~ ^(auto|host|process)$ ]] || die "--actor-mode must be auto, host or process, got '$ACTOR_MODE'"
 [[ ${#FLEET_ARGS[@]} -eq 0 ]] || die "${FLEET_ARGS[0]} needs --ray (actors on a Ray cluster)"
 [[ "$N" =~ ^[0-9]+$ ]] || { usage >&2; die "first argument must be the number of actors, got '$N'"; }
 
@@ -111,11 +122,19 @@ ACTOR_KEYS=()
 if [[ -n "$CURVE_DIR" ]]; then
   CURVE_DIR="$(cd "$CURVE_DIR" 2>/dev/null && pwd)" || die "--curve-dir: no such directory"
   [[ -f "$CURVE_DIR/learner.key" ]] || die "$CURVE_DIR/learner.key missing (make keys with: .venv/bin/learner keygen DIR --actors $N)"
-  for ((i = 0; i < N; i++)); do
-    [[ -f "$CURVE_DIR/actor$i.key_secret" ]] || die "$CURVE_DIR/actor$i.key_secret missing: $N actors need $N key pairs (.venv/bin/learner keygen $CURVE_DIR --actors $N)"
-  done
+  [[ -f "$CURVE_DIR/actor0.key_secret" ]] || die "$CURVE_DIR/actor0.key_secret missing (.venv/bin/learner keygen $CURVE_DIR --actors $N)"
   [[ -z "$REMOTE" ]] && LEARNER_ARGS+=(--curve-dir "$CURVE_DIR")
 fi
+# check_keys UNITS: one key pair per actor process (an actor host is one)
+check_keys() {
+  [[ -n "$CURVE_DIR" ]] || return 0
+  for ((i = 0; i < $1; i++)); do
+    [[ -f "$CURVE_DIR/actor$i.key_secret" ]] || die "$CURVE_DIR/actor$i.key_secret missing: $1 actors need $1 key pairs (.venv/bin/learner keygen $CURVE_DIR --actors $1), or run one actor host (--actor-mode host)"
+  done
+}
+curve_args() {
+  [[ -n "$CURVE_DIR" ]] && printf '%s\n' --curve-secret "$CURVE_DIR/actor$1.key_secret" --curve-server-key "$CURVE_DIR/learner.key"
+}
 
 LEARNER_PID=""
 declare -a ACTOR_PIDS=() ACTOR_DEAD_SINCE=()
@@ -132,11 +151,17 @@ READY_TIMEOUT="${RETROFLEET_READY_TIMEOUT:-120}"
 [[ "$ACTOR_NICE" =~ ^[0-9]+$ ]] || die "RETROFLEET_ACTOR_NICE must be a number from 0 to 19, got '$ACTOR_NICE'"
 [[ "$ACTOR_NICE" == 0 ]] && ACTOR_NICE=""
 
+UNITS=0  # actor processes launch.sh supervises: N one-process actors, or one actor host
+
 start_actor() {
-  local i="$1"
-  local keys=()
-  [[ -n "$CURVE_DIR" ]] && keys=(--curve-secret "$CURVE_DIR/actor$i.key_secret" --curve-server-key "$CURVE_DIR/learner.key")
-  ${ACTOR_NICE:+nice -n "$ACTOR_NICE"} "$VENV/bin/actor" --learner "$ADDR" "${keys[@]}" >>"$RUN_DIR/actor_$i.log" 2>&1 &
+  local i="$1" keys=() args=() logf
+  mapfile -t keys < <(curve_args "$i")
+  if [[ "$ACTOR_MODE" == host ]]; then
+    args=(--emulators "$N"); logf="$RUN_DIR/actor_host.log"
+  else
+    logf="$RUN_DIR/actor_$i.log"
+  fi
+  ${ACTOR_NICE:+nice -n "$ACTOR_NICE"} "$VENV/bin/actor" --learner "$ADDR" "${args[@]}" "${keys[@]}" >>"$logf" 2>&1 &
   ACTOR_PIDS[$i]=$!
   ACTOR_DEAD_SINCE[$i]=""
 }
@@ -209,8 +234,20 @@ else
   say "$ready"
 fi
 
-for ((i = 0; i < N; i++)); do start_actor "$i"; done
-say "$N actors joining $ADDR; logs in $RUN_DIR (learner.log, actor_<i>.log)"
+if [[ "$ACTOR_MODE" == auto ]]; then
+  mapfile -t keys < <(curve_args 0)
+  ACTOR_MODE="$("$PY" -m actor.mode --learner "$ADDR" --actors "$N" "${keys[@]}" 2>"$RUN_DIR/actor_mode.log")" \
+    || { cat "$RUN_DIR/actor_mode.log" >&2; die "could not ask the learner at $ADDR for its game"; }
+  say "actor mode $(cat "$RUN_DIR/actor_mode.log")"
+fi
+if [[ "$ACTOR_MODE" == host ]]; then UNITS=1; else UNITS="$N"; fi
+check_keys "$UNITS"
+for ((i = 0; i < UNITS; i++)); do start_actor "$i"; done
+if [[ "$ACTOR_MODE" == host ]]; then
+  say "an actor host of $N emulators joining $ADDR; logs in $RUN_DIR (learner.log, actor_host.log)"
+else
+  say "$N actors joining $ADDR; logs in $RUN_DIR (learner.log, actor_<i>.log)"
+fi
 # A run with an end (--total-frames, --stop-at-return, --max-minutes) gets a progress bar on a
 # terminal, drawn from the run directory; logs and pipes get the plain status line.
 if [[ -n "$LEARNER_PID" && -t 1 ]] && "$PY" -m learner.progress "$RUN_DIR" --check; then
@@ -229,7 +266,7 @@ while true; do
     exit "$rc"
   fi
   up=0
-  for ((i = 0; i < N; i++)); do
+  for ((i = 0; i < UNITS; i++)); do
     p="${ACTOR_PIDS[$i]}"
     if alive "$p"; then up=$((up + 1)); continue; fi
     if [[ -z "${ACTOR_DEAD_SINCE[$i]}" ]]; then
@@ -244,7 +281,8 @@ while true; do
     last_status=$SECONDS
     status=""
     [[ -n "$LEARNER_PID" ]] && status="$(grep -E '^\[ *[0-9]+s\]' "$RUN_DIR/learner.log" | tail -n 1)"
-    say "actors up $up/$N, restarts $RESTARTS${status:+ | $status}"
+    if [[ "$ACTOR_MODE" == host ]]; then what="host $up/1 ($N emulators)"; else what="$up/$N"; fi
+    say "actors up $what, restarts $RESTARTS${status:+ | $status}"
   fi
   sleep 0.5
 done

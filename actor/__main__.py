@@ -1,4 +1,5 @@
-"""`actor --learner tcp://HOST:PORT`: one emulator streaming rollouts to a learner."""
+"""`actor --learner tcp://HOST:PORT`: one emulator streaming rollouts to a learner;
+`actor --emulators N --learner ...`: an actor host (N emulator processes, one batched policy)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,16 @@ import argparse
 import logging
 import sys
 
-from actor import client
+from actor import client, host
+from actor.inference import pick_device
 from common import transport
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="actor",
-        description="Run one environment and stream rollouts to a retrofleet learner. "
-        "Everything else (game, model, seed) comes from the learner.",
+        description="Run one environment (or, with --emulators, an actor host of N) and stream "
+        "rollouts to a retrofleet learner. Everything else (game, model, seeds) comes from the learner.",
     )
     p.add_argument("--learner", default="tcp://127.0.0.1:5555",
                    help="learner's control address tcp://HOST:PORT (default: %(default)s)")
@@ -22,6 +24,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="this actor's secret key file (actorN.key_secret from `learner keygen`)")
     p.add_argument("--curve-server-key", metavar="FILE",
                    help="the learner's public key file (learner.key from `learner keygen`)")
+    p.add_argument("--emulators", type=int, default=0, metavar="N",
+                   help="run an actor host: N emulator processes and one process that runs the policy "
+                   "on their observations in batches (default: 0, one emulator in this process)")
+    p.add_argument("--inference-device", default="auto", metavar="DEVICE",
+                   help="actor host: where the policy runs: auto (CUDA when this host has it), cpu, "
+                   "cuda, cuda:1 ... (default: %(default)s)")
+    p.add_argument("--inference-dtype", default="float32", choices=("float32", "bfloat16"),
+                   help="actor host: precision of the policy's forward pass (default: %(default)s)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     return p.parse_args(argv)
 
@@ -37,9 +47,16 @@ def main(argv: list[str] | None = None) -> int:
             if not (args.curve_secret and args.curve_server_key):
                 raise transport.TransportError("CURVE needs both --curve-secret and --curve-server-key")
             keys = transport.actor_keys(args.curve_secret, args.curve_server_key)
-    except transport.TransportError as exc:
+        if args.emulators < 0:
+            raise ValueError(f"--emulators must be 0 or more, got {args.emulators}")
+        if args.emulators:
+            pick_device(args.inference_device)
+    except (transport.TransportError, ValueError) as exc:
         print(f"actor: error: {exc}", file=sys.stderr)
         return 2
+    if args.emulators:
+        return host.run(args.learner, args.emulators, keys, device=args.inference_device,
+                        dtype=args.inference_dtype)
     return client.run(args.learner, keys)
 
 

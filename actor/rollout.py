@@ -1,9 +1,16 @@
-"""Collect `unroll_length` steps from one environment with one policy. No sockets here."""
+"""Rollouts of T steps, cut from one emulator's steps. No sockets here.
+
+`RolloutBuilder` keeps one emulator's frame stack, the rollout in progress and its episode
+statistics; whoever steps the emulator feeds it. The one-process actor (`RolloutCollector`)
+steps its env and runs the policy in the same process; the actor host keeps one builder per
+emulator process and feeds them from shared memory.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import gymnasium as gym
@@ -34,44 +41,61 @@ class StepTimes:
         self.extra.clear()
 
 
-class RolloutCollector:
-    """Steps one env with a policy, keeps the frame stack, and cuts rollouts of T steps."""
+def bounded_observation(obs) -> np.ndarray:
+    """The env's observation within the wire's bounds (float vectors clipped, images as is)."""
+    obs = np.asarray(obs)
+    if obs.dtype.kind == "f":
+        obs = np.clip(np.nan_to_num(obs), -MAX_ABS_OBSERVATION, MAX_ABS_OBSERVATION)
+    return obs
 
-    def __init__(self, env: gym.Env, *, actor_id: int, seed: int, unroll_length: int,
-                 frame_stack: int, frame_skip: int = 1, epsilon: float = 0.0,
-                 max_abs_reward: float = 1e6):
-        self.env = env
+
+class RolloutBuilder:
+    """One emulator's trajectory: `act` records the action chosen for the newest observation,
+    `observe` what the emulator returned; every T steps `observe` hands back a Rollout.
+
+    An observation after `terminated` or `truncated` is the next episode's reset frame, as the
+    emulator returns it; the frame stack restarts from it (as the learner rebuilds stacks).
+    Rewards beyond +-max_abs_reward (the learner rejects them) are clipped, float observations
+    kept within the wire's bounds. With `mask_size` (games with legal-action masks: ConnectX)
+    each step's mask is recorded too.
+    """
+
+    def __init__(self, first_obs: np.ndarray, *, actor_id: int, unroll_length: int, frame_stack: int,
+                 frame_skip: int = 1, max_abs_reward: float = 1e6, mask_size: int = 0):
+        first_obs = bounded_observation(first_obs)
         self.actor_id = actor_id
         self.T = unroll_length
         self.frame_skip = frame_skip
-        self.epsilon = epsilon
         self.max_abs_reward = max_abs_reward
+        self.mask_size = mask_size
         self.clipped_rewards = 0
-        self.rng = np.random.default_rng(seed)
-        obs, info = env.reset(seed=seed)
-        obs = self._observation(obs)
-        # envs with legal-action masks (ConnectX) give one in every info; None for the others
-        self.mask: np.ndarray | None = info.get("action_mask")
-        self.stack = FrameStack(frame_stack, obs.shape, obs.dtype)
-        self.stack.reset(obs)
+        self.stack = FrameStack(frame_stack, first_obs.shape, first_obs.dtype)
+        self.stack.reset(first_obs)
         self.episode_return = 0.0
         self.episode_length = 0
-        self.times = StepTimes()
         self.first_episode_actions: list[int] | None = []
+        self.on_first_episode: Callable[[list[int]], None] = lambda actions: None
+        self._start()
 
-    def _act(self, model: nn.Module) -> tuple[int, float]:
-        obs = torch.from_numpy(self.stack.buf).unsqueeze(0)
-        with torch.inference_mode():
-            logits = model.policy_logits(obs)
-        return sample_action(logits[0], self.rng, epsilon=self.epsilon, action_mask=self.mask)
+    def _start(self) -> None:
+        T, stack = self.T, self.stack
+        self.t = 0
+        self.frames = np.empty((T + 1, *stack.buf.shape[1:]), dtype=stack.buf.dtype)
+        self.frames[0] = stack.newest
+        self.history = stack.history()
+        self.actions = np.empty(T, dtype=np.int32)
+        self.logp = np.empty(T, dtype=np.float32)
+        self.rewards = np.empty(T, dtype=np.float32)
+        self.terminated = np.zeros(T, dtype=bool)
+        self.truncated = np.zeros(T, dtype=bool)
+        self.masks = np.empty((T, self.mask_size), dtype=bool) if self.mask_size else None
+        self.finals: list[np.ndarray] = []  # the observations a time limit hid, to bootstrap from
+        self.episodes: list[dict[str, float]] = []
+        self.policy_version = -1
 
-    @staticmethod
-    def _observation(obs) -> np.ndarray:
-        """The env's observation within the wire's bounds (float vectors clipped, images as is)."""
-        obs = np.asarray(obs)
-        if obs.dtype.kind == "f":
-            obs = np.clip(np.nan_to_num(obs), -MAX_ABS_OBSERVATION, MAX_ABS_OBSERVATION)
-        return obs
+    def restart(self) -> None:
+        """Drop the steps of the rollout in progress (made for a learner that is gone)."""
+        self._start()
 
     def _bounded(self, reward: float) -> float:
         """A reward within +-max_abs_reward (the learner rejects rollouts beyond it)."""
@@ -84,62 +108,125 @@ class RolloutCollector:
                         "are not logged", reward, bound)
         return float(np.clip(np.nan_to_num(reward), -bound, bound))
 
-    def collect(self, model: nn.Module, policy_version: int) -> Rollout:
-        T, stack = self.T, self.stack
-        frames = np.empty((T + 1, *stack.buf.shape[1:]), dtype=stack.buf.dtype)
-        history = stack.history()
-        actions = np.empty(T, dtype=np.int32)
-        logp = np.empty(T, dtype=np.float32)
-        rewards = np.empty(T, dtype=np.float32)
-        terminated = np.zeros(T, dtype=bool)
-        truncated = np.zeros(T, dtype=bool)
-        finals = []  # the observation a time limit hid, for the learner to bootstrap from
-        masks = None if self.mask is None else np.empty((T, len(self.mask)), dtype=bool)
-        episodes = []
-        clock = time.perf_counter
-        for t in range(T):
-            t0 = clock()
-            frames[t] = stack.newest
-            if masks is not None:
-                masks[t] = self.mask
-            actions[t], logp[t] = self._act(model)
-            t1 = clock()
-            obs, reward, term, trunc, info = self.env.step(int(actions[t]))
-            t2 = clock()
-            obs = self._observation(obs)
-            rewards[t] = self._bounded(float(reward))
-            terminated[t], truncated[t] = term, trunc
-            self.episode_return += self._bounded(float(info.get("raw_reward", reward)))
-            self.episode_length += 1
+    def act(self, action: int, logp: float, policy_version: int, action_mask: np.ndarray | None = None) -> None:
+        """The action chosen at step t (under `action_mask`, for games with masks); a rollout
+        carries the oldest policy version it used."""
+        t = self.t
+        self.actions[t], self.logp[t] = action, logp
+        if self.masks is not None:
+            self.masks[t] = action_mask
+        if t == 0 or policy_version < self.policy_version:
+            self.policy_version = policy_version
+        if self.first_episode_actions is not None:
+            self.first_episode_actions.append(int(action))
+
+    def observe(self, obs: np.ndarray, reward: float, terminated: bool, truncated: bool,
+                raw_reward: float | None = None, final_obs: np.ndarray | None = None,
+                episode_info: dict | None = None) -> Rollout | None:
+        """The emulator's answer to step t (after an episode's end, `obs` is the reset frame,
+        `final_obs` the one a time limit hid and `episode_info` what a two-player game says of
+        the game: opponent, seat, result); the finished rollout after every T steps."""
+        t = self.t
+        obs = bounded_observation(obs)
+        self.rewards[t] = self._bounded(float(reward))
+        self.terminated[t], self.truncated[t] = terminated, truncated
+        self.episode_return += self._bounded(float(reward if raw_reward is None else raw_reward))
+        self.episode_length += 1
+        if truncated and not terminated:
+            if final_obs is None:
+                raise ValueError("a truncated step needs the observation the time limit hid")
+            self.finals.append(np.array(bounded_observation(final_obs)))  # a copy: buffers get reused
+        if terminated or truncated:
+            episode = {"return": self.episode_return, "length": self.episode_length,
+                       "frames": self.episode_length * self.frame_skip}
+            if episode_info and "result" in episode_info:
+                episode.update(opponent=episode_info["opponent"], seat=episode_info["seat"],
+                               result=episode_info["result"])
+            self.episodes.append(episode)
+            self.episode_return, self.episode_length = 0.0, 0
             if self.first_episode_actions is not None:
-                self.first_episode_actions.append(int(actions[t]))
-            if trunc and not term:
-                finals.append(np.array(obs))  # a copy: the env may reuse its buffer
+                self.on_first_episode(self.first_episode_actions)
+                self.first_episode_actions = None
+            self.stack.reset(obs)
+        else:
+            self.stack.push(obs)
+        self.t = t = t + 1
+        self.frames[t] = self.stack.newest
+        if t < self.T:
+            return None
+        rollout = Rollout(self.actor_id, self.policy_version, self.frames, self.history, self.actions,
+                          self.logp, self.rewards, self.terminated, self.truncated, self.episodes,
+                          final_frames=np.stack(self.finals) if self.finals else None, action_mask=self.masks)
+        self._start()
+        return rollout
+
+
+class RolloutCollector:
+    """The one-process actor's loop: steps one env with the policy in the same process."""
+
+    def __init__(self, env: gym.Env, *, actor_id: int, seed: int, unroll_length: int,
+                 frame_stack: int, frame_skip: int = 1, epsilon: float = 0.0,
+                 max_abs_reward: float = 1e6):
+        self.env = env
+        self.epsilon = epsilon
+        self.rng = np.random.default_rng(seed)
+        obs, info = env.reset(seed=seed)
+        # envs with legal-action masks (ConnectX) give one in every info; None for the others
+        self.mask: np.ndarray | None = info.get("action_mask")
+        self.builder = RolloutBuilder(obs, actor_id=actor_id, unroll_length=unroll_length,
+                                      frame_stack=frame_stack, frame_skip=frame_skip,
+                                      max_abs_reward=max_abs_reward,
+                                      mask_size=0 if self.mask is None else len(self.mask))
+        self.times = StepTimes()
+
+    @property
+    def actor_id(self) -> int:
+        return self.builder.actor_id
+
+    @actor_id.setter
+    def actor_id(self, value: int) -> None:
+        self.builder.actor_id = value
+
+    @property
+    def on_first_episode(self) -> Callable[[list[int]], None]:
+        return self.builder.on_first_episode
+
+    @on_first_episode.setter
+    def on_first_episode(self, hook: Callable[[list[int]], None]) -> None:
+        self.builder.on_first_episode = hook
+
+    @property
+    def clipped_rewards(self) -> int:
+        return self.builder.clipped_rewards
+
+    def _act(self, model: nn.Module) -> tuple[int, float]:
+        obs = torch.from_numpy(self.builder.stack.buf).unsqueeze(0)
+        with torch.inference_mode():
+            logits = model.policy_logits(obs)
+        return sample_action(logits[0], self.rng, epsilon=self.epsilon, action_mask=self.mask)
+
+    def collect(self, model: nn.Module, policy_version: int) -> Rollout:
+        b = self.builder
+        clock = time.perf_counter
+        while True:
+            t0 = clock()
+            action, logp = self._act(model)
+            b.act(action, logp, policy_version, self.mask)
+            t1 = clock()
+            obs, reward, term, trunc, info = self.env.step(action)
+            t2 = clock()
+            final, step_info = None, info
             if term or trunc:
-                episode = {"return": self.episode_return, "length": self.episode_length,
-                           "frames": self.episode_length * self.frame_skip}
-                if "result" in info:  # two-player games: who it played, from which seat, how it went
-                    episode.update(opponent=info["opponent"], seat=info["seat"], result=info["result"])
-                episodes.append(episode)
-                self.episode_return, self.episode_length = 0.0, 0
-                if self.first_episode_actions is not None:
-                    self.on_first_episode(self.first_episode_actions)
-                    self.first_episode_actions = None
+                final = obs if trunc and not term else None
                 obs, info = self.env.reset()
-                stack.reset(self._observation(obs))
-            else:
-                stack.push(obs)
-            if masks is not None:
+            if self.mask is not None:
                 self.mask = info["action_mask"]
+            rollout = b.observe(obs, reward, term, trunc, step_info.get("raw_reward", reward), final_obs=final,
+                                episode_info=step_info)
             t3 = clock()
             self.times.infer += t1 - t0
             self.times.emulate += t2 - t1
             self.times.other += t3 - t2
-        self.times.steps += T
-        frames[T] = stack.newest
-        final_frames = np.stack(finals) if finals else None
-        return Rollout(self.actor_id, policy_version, frames, history, actions, logp, rewards,
-                       terminated, truncated, episodes, final_frames=final_frames, action_mask=masks)
-
-    def on_first_episode(self, actions: list[int]) -> None:
-        """Hook: called once with the action sequence of the first episode."""
+            if rollout is not None:
+                self.times.steps += b.T
+                return rollout

@@ -100,11 +100,12 @@ class Session:
                 raise RuntimeError(f"{log.name}: " + " | ".join(log.read_text().splitlines()[-3:]))
             time.sleep(0.1)
 
-    def add_actor(self) -> subprocess.Popen:
-        """Start the real `actor` command; return once it acts (has the first weights)."""
+    def add_actor(self, *flags: str) -> subprocess.Popen:
+        """Start the real `actor` command (with `flags`, say `--emulators 4` for an actor host);
+        return once it acts (has the first weights)."""
         log = self.run_dir / f"actor_{len(self.actors)}.log"
         with open(log, "w") as fh:
-            p = subprocess.Popen([str(BIN / "actor"), "--learner", f"tcp://127.0.0.1:{self.port}"],
+            p = subprocess.Popen([str(BIN / "actor"), "--learner", f"tcp://127.0.0.1:{self.port}", *flags],
                                  stdout=fh, stderr=subprocess.STDOUT, env=self.env)
         self.actors.append(p)
         self.rss.peaks[p.pid] = 0
@@ -121,18 +122,33 @@ class Session:
         self._wait(lambda: len(self._rows()) > n, self.learner, 30, self.run_dir / "learner.log")
         return self._rows()[-1]
 
+    def _actor_cpu(self) -> float:
+        """CPU seconds of the actor processes and their children (an actor host's emulators)."""
+        import psutil
+
+        total = 0.0
+        for a in self.actors:
+            try:
+                p = psutil.Process(a.pid)
+                total += sum(p.cpu_times()[:2]) + sum(sum(c.cpu_times()[:2]) for c in p.children(recursive=True))
+            except psutil.Error:
+                pass
+        return total
+
     def window(self, seconds: float) -> dict[str, Any]:
-        """Frames/s, updates and learner CPU between two metrics rows about `seconds` apart."""
+        """Frames/s, updates and learner (and actor) CPU between two metrics rows about
+        `seconds` apart."""
         import psutil
 
         learner = psutil.Process(self.learner.pid)
-        r0, c0 = self._next_row(), sum(learner.cpu_times()[:2])
+        r0, c0, a0 = self._next_row(), sum(learner.cpu_times()[:2]), self._actor_cpu()
         time.sleep(max(seconds - 1.0, 0.0))
-        r1, c1 = self._next_row(), sum(learner.cpu_times()[:2])
+        r1, c1, a1 = self._next_row(), sum(learner.cpu_times()[:2]), self._actor_cpu()
         wall = r1["wall_s"] - r0["wall_s"]
         return {"actors": len(self.actors), "seconds": wall, "frames_per_s": (r1["frames"] - r0["frames"]) / wall,
                 "updates": r1["updates"] - r0["updates"], "learner_cpu_cores": (c1 - c0) / wall,
-                "policy_lag_max": r1["policy_lag_max"], "rejected": r1["rejected_messages"]}
+                "actors_cpu_cores": (a1 - a0) / wall, "policy_lag_max": r1["policy_lag_max"],
+                "rejected": r1["rejected_messages"]}
 
     def close(self) -> dict[str, float]:
         """Stop everything (SIGTERM, then kill); the peak RSS of each process in MiB."""

@@ -5,7 +5,9 @@ negative, so their probability is exactly 0 in float32 while ``p * log p`` stays
 would be NaN), and the entropy and log-probabilities of the masked policy count legal actions only.
 
 Sampling: `sample_action` turns the logits of one observation into an action and the
-log-probability of the distribution it was drawn from (the behaviour log-probability V-trace needs).
+log-probability of the distribution it was drawn from (the behaviour log-probability V-trace needs);
+`sample_actions` does the same for a batch (the actor host: one row per emulator, each with its own
+uniform draw and epsilon). Both draw by the same inverse CDF.
 """
 
 from __future__ import annotations
@@ -32,20 +34,32 @@ def mask_logits_np(logits: np.ndarray, action_mask: np.ndarray | None) -> np.nda
     return np.where(action_mask, logits, np.asarray(MASK_LOGIT, logits.dtype))
 
 
-def action_probs(logits: np.ndarray | torch.Tensor, epsilon: float = 0.0,
+def action_probs(logits: np.ndarray | torch.Tensor, epsilon: float | np.ndarray = 0.0,
                  action_mask: np.ndarray | None = None) -> np.ndarray:
-    """Softmax in float64 over the last axis, mixed with `epsilon` of uniform noise; with an
-    `action_mask`, of the masked logits, and the noise spread over the legal actions only."""
+    """Softmax in float64 over the last axis, mixed with `epsilon` of uniform noise (a number, or
+    one per row of a batch); with an `action_mask`, of the masked logits, and the noise spread
+    over the legal actions only."""
     if isinstance(logits, torch.Tensor):
         logits = logits.detach().to("cpu", torch.float64).numpy()
     z = mask_logits_np(np.asarray(logits, dtype=np.float64), action_mask)
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
     probs = e / e.sum(axis=-1, keepdims=True)
-    if epsilon > 0.0:  # behaviour = mixture; V-trace corrects for it on the learner
+    eps = np.asarray(epsilon, dtype=np.float64)
+    if np.any(eps > 0.0):  # behaviour = mixture; V-trace corrects for it on the learner
+        eps = eps.reshape(-1, 1) if eps.ndim else eps
         legal = np.ones_like(probs) if action_mask is None else np.asarray(action_mask, np.float64)
-        probs = (1.0 - epsilon) * probs + epsilon * legal / legal.sum(axis=-1, keepdims=True)
+        probs = (1.0 - eps) * probs + eps * legal / legal.sum(axis=-1, keepdims=True)
     return probs
+
+
+def _inverse_cdf(probs: np.ndarray, uniforms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row by row: the first action whose cumulative probability exceeds u * total (numpy's
+    searchsorted side="right"), and the log of its probability (floored at PROB_FLOOR, the learner's bound too)."""
+    cdf = np.cumsum(probs, axis=-1)
+    actions = np.minimum((cdf <= uniforms.reshape(-1, 1) * cdf[:, -1:]).sum(axis=-1), probs.shape[-1] - 1)
+    picked = probs[np.arange(len(actions)), actions]
+    return actions, np.log(np.maximum(picked, PROB_FLOOR))
 
 
 def sample_action(logits: np.ndarray | torch.Tensor, rng: np.random.Generator, *,
@@ -63,7 +77,17 @@ def sample_action(logits: np.ndarray | torch.Tensor, rng: np.random.Generator, *
         raise ValueError(f"sample_action takes the logits of one observation, got shape {probs.shape}")
     if greedy:
         action = int(np.argmax(probs))
-    else:
-        cdf = np.cumsum(probs)
-        action = int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(probs) - 1))
-    return action, float(np.log(max(probs[action], PROB_FLOOR)))  # the learner's bound, too
+        return action, float(np.log(max(probs[action], PROB_FLOOR)))
+    actions, logp = _inverse_cdf(probs[None], np.array([rng.random()]))
+    return int(actions[0]), float(logp[0])
+
+
+def sample_actions(logits: np.ndarray | torch.Tensor, uniforms: np.ndarray,
+                   epsilon: float | np.ndarray = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Actions (int32) and behaviour log-probabilities (float32) for a batch of logits
+    [B, n_actions]: row i is drawn with `uniforms[i]` (from that emulator's own seeded
+    generator, so its actions depend on its seed and logits only, never on the batch it was in)
+    and mixed with its `epsilon` (a number or one per row)."""
+    probs = action_probs(logits, epsilon)
+    actions, logp = _inverse_cdf(probs, np.asarray(uniforms, dtype=np.float64))
+    return actions.astype(np.int32), logp.astype(np.float32)

@@ -60,8 +60,9 @@ def test_total_frames_ends_cleanly_with_checkpoint_and_metrics(tmp_path):
     assert ckpt["counters"]["frames"] >= 20000 and ckpt["counters"]["updates"] >= 1
     assert (run / "config.toml").exists() and any((run / "tb").iterdir())
     assert len(read_actors(run)) == 2
-    assert (run / "learner.log").exists() and (run / "actor_0.log").exists()
-    assert "[launch] actors up" in out, "a status line every few seconds"
+    assert (run / "learner.log").exists() and (run / "actor_host.log").exists()
+    assert "[launch] actor mode host" in out, "two emulators of an image game: an actor host (auto)"
+    assert "[launch] actors up host 1/1 (2 emulators)" in out, "a status line every few seconds"
     # Off a terminal: plain lines, no progress bar, no control characters in any log.
     assert "preset retro" in out, "the first learner line names the preset"
     for text in (out, (run / "learner.log").read_text()):
@@ -99,6 +100,7 @@ def test_killed_actor_is_restarted_and_learner_keeps_updating(tmp_path):
                      "--run-dir", str(run), "--report-interval", "0.5", "--actor-timeout", "3")
     try:
         wait_for(lambda: last_metrics(run).get("updates", 0) >= 5, 90, "first updates")
+        assert "[launch] actor mode process" in (tmp_path / "launch.out").read_text(), "CartPole: one-process actors"
         actors = [c for c in _tree(p) if c.name() == "actor"]
         assert len(actors) == 2
         learner = [c for c in _tree(p) if c.name() == "learner"]

@@ -1,0 +1,194 @@
+"""The actor host's inference loop over its emulator processes, without sockets.
+
+One round (`step`): read which slots have a new observation, record each into its emulator's
+rollout (frame stack, rewards, episode ends), run the policy once on every slot that is waiting
+for an action, write the actions into the shared slots and give those emulators their turn.
+Rollouts that a slot finishes are handed back to the caller, who sends them after the turns
+went out, so the emulators step while the host encodes and sends.
+
+There is no barrier between emulators: a round takes whichever are ready, so while the policy
+runs on one group the others step (Sample Factory's double-buffered sampling, with the groups
+formed by timing instead of by configuration).
+"""
+
+from __future__ import annotations
+
+import select
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from actor.emulators import EmulatorPool
+from actor.inference import BatchedPolicy
+from actor.rollout import RolloutBuilder
+from actor.slots import SlotLayout
+from common.envs import env_signature
+from common.policy import sample_actions
+from common.protocol import Rollout
+
+
+@dataclass(frozen=True)
+class Member:
+    """Who a slot's emulator acts for: an actor id of the learner, its seed and epsilon."""
+
+    actor_id: int
+    seed: int
+    epsilon: float = 0.0
+
+
+@dataclass
+class SamplerStats:
+    """Counters since the last `reset`: rounds, samples and seconds per part of a round."""
+
+    rounds: int = 0
+    batches: int = 0
+    samples: int = 0
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
+        ("wait", "observe", "infer", "infer_cpu", "sample", "turns"), 0.0))
+    started: float = field(default_factory=time.perf_counter)
+
+    def reset(self) -> None:
+        self.rounds = self.batches = self.samples = 0
+        self.seconds = dict.fromkeys(self.seconds, 0.0)
+        self.started = time.perf_counter()
+
+
+class Sampler:
+    def __init__(self, pool: EmulatorPool, policy: BatchedPolicy, *, unroll_length: int,
+                 frame_stack: int, frame_skip: int, max_abs_reward: float = 1e6):
+        self.pool = pool
+        self.policy = policy
+        self.unroll_length = unroll_length
+        self.frame_stack = frame_stack
+        self.frame_skip = frame_skip
+        self.max_abs_reward = max_abs_reward
+        n = pool.n
+        self.members: list[Member | None] = [None] * n
+        self.builders: list[RolloutBuilder | None] = [None] * n
+        self.rngs: list[np.random.Generator | None] = [None] * n
+        self.epsilon = np.zeros(n)
+        self.waiting: dict[int, None] = {}  # slots with an observation and no action yet (ordered)
+        self.held: set[int] = set()  # slots that must not act now (the caller decides)
+        self.first_episode_hooks: list[Callable[[list[int]], None] | None] = [None] * n
+        self.stats = SamplerStats()
+        first = pool.slots.obs[0]
+        self._batch = np.empty((n, frame_stack, *first.shape), dtype=first.dtype)
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any], n: int, device: torch.device, *, dtype: str = "float32",
+                      **pool_options: Any) -> Sampler:
+        """A sampler over n emulators of the game, preprocessing and model that a learner's
+        welcome `settings` name (no emulator starts before `assign`)."""
+        kwargs = settings["env_kwargs"]
+        sig = env_signature(settings["env"], **kwargs)
+        model = settings["model"]
+        pool = EmulatorPool(SlotLayout(n, tuple(sig.obs_shape), sig.obs_dtype), settings["env"], kwargs,
+                            **pool_options)
+        return cls(pool, BatchedPolicy(model, device, n, dtype), unroll_length=settings["unroll_length"],
+                   frame_stack=model["frame_stack"], frame_skip=kwargs["frame_skip"],
+                   max_abs_reward=float(settings.get("max_abs_reward", 1e6)))
+
+    def close(self) -> None:
+        self.pool.close()
+
+    # ------------------------------------------------------------------ membership
+    def assign(self, k: int, member: Member) -> None:
+        """Start slot k's emulator for `member` (a fresh process, seeded with its seed)."""
+        self.members[k] = member
+        self.builders[k] = None  # made from the emulator's first observation
+        self.rngs[k] = np.random.default_rng(member.seed)
+        self.epsilon[k] = member.epsilon
+        self.waiting.pop(k, None)
+        self.pool.start(k, member.seed)
+
+    def vacate(self, k: int) -> None:
+        """Forget slot k's member and rollout in progress (its process is gone or retired)."""
+        self.members[k] = None
+        self.builders[k] = None
+        self.waiting.pop(k, None)
+
+    def restart_rollouts(self) -> None:
+        """Drop every rollout in progress (the learner they were for is gone)."""
+        for b in self.builders:
+            if b is not None:
+                b.restart()
+
+    # ------------------------------------------------------------------ one round
+    def observe(self, slots: list[int]) -> list[tuple[int, Rollout]]:
+        """Record what each of `slots` returned; the rollouts that this completes."""
+        pool_slots = self.pool.slots
+        done = []
+        for k in slots:
+            b = self.builders[k]
+            member = self.members[k]
+            if member is None:
+                continue
+            if b is None:  # the emulator's first answer: its reset observation
+                b = self.builders[k] = RolloutBuilder(
+                    pool_slots.obs[k], actor_id=member.actor_id, unroll_length=self.unroll_length,
+                    frame_stack=self.frame_stack, frame_skip=self.frame_skip, max_abs_reward=self.max_abs_reward)
+                if self.first_episode_hooks[k] is not None:
+                    b.on_first_episode = self.first_episode_hooks[k]
+            else:
+                term, trunc = bool(pool_slots.terminated[k]), bool(pool_slots.truncated[k])
+                r = b.observe(pool_slots.obs[k], float(pool_slots.reward[k]), term, trunc,
+                              float(pool_slots.raw_reward[k]), pool_slots.final[k] if trunc and not term else None)
+                if r is not None:
+                    done.append((k, r))
+            self.waiting[k] = None
+        return done
+
+    def act(self, policy_version: int) -> list[int]:
+        """Run the policy on every waiting slot that is not held; give them their turns."""
+        batch = [k for k in self.waiting if k not in self.held]
+        if not batch:
+            return []
+        clock = time.perf_counter
+        t0 = clock()
+        obs = self._batch[: len(batch)]
+        for i, k in enumerate(batch):
+            obs[i] = self.builders[k].stack.buf
+        c0 = time.thread_time()
+        logits = self.policy.logits(obs)
+        t1 = clock()
+        c1 = time.thread_time()
+        uniforms = np.array([self.rngs[k].random() for k in batch])
+        actions, logp = sample_actions(logits, uniforms, self.epsilon[batch])
+        self.pool.slots.action[batch] = actions
+        t2 = clock()
+        self.pool.act(batch)
+        t3 = clock()
+        for i, k in enumerate(batch):
+            self.builders[k].act(int(actions[i]), float(logp[i]), policy_version)
+            del self.waiting[k]
+        st = self.stats
+        st.batches += 1
+        st.samples += len(batch)
+        st.seconds["infer"] += t1 - t0
+        st.seconds["infer_cpu"] += c1 - c0  # CPU time of the forward pass (wall time minus preemption)
+        st.seconds["sample"] += t2 - t1
+        st.seconds["turns"] += t3 - t2 + clock() - t3
+        return batch
+
+    def step(self, policy_version: int, timeout: float) -> list[tuple[int, Rollout]]:
+        """One round: wait up to `timeout` s for a slot to be ready (unless some wait already),
+        observe, act. The rollouts finished in this round."""
+        clock = time.perf_counter
+        t0 = clock()
+        ready = self.pool.ready()
+        if not ready and not any(k not in self.held for k in self.waiting):
+            select.select([self.pool.ready_fd], [], [], timeout)
+            ready = self.pool.ready()
+        t1 = clock()
+        done = self.observe(ready)
+        t2 = clock()
+        self.act(policy_version)
+        st = self.stats
+        st.rounds += 1
+        st.seconds["wait"] += t1 - t0
+        st.seconds["observe"] += t2 - t1
+        return done

@@ -1,0 +1,105 @@
+"""The actor host against a real learner: real sockets, real processes, real emulators.
+
+`actor --emulators N`: each emulator is an actor of its own to the learner (its own id,
+heartbeats, token); a dead emulator is restarted while the host goes on; a hung one stops
+being counted until it answers again; Ctrl-C stops the host and every emulator; CURVE works.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import psutil
+
+from actor.mode import choose
+from common.config import Config
+from learner.server import actor_settings
+from tests.conftest import BIN, CARTPOLE, free_base_port, last_metrics, read_actors, wait_for
+
+
+def emulators(host: subprocess.Popen) -> dict[int, psutil.Process]:
+    """The host's emulator processes by slot."""
+    out = {}
+    for child in psutil.Process(host.pid).children():
+        try:
+            cmd = child.cmdline()
+        except psutil.Error:
+            continue
+        if "actor.emulator" in cmd:
+            out[json.loads(cmd[-1])["slot"]] = child
+    return out
+
+
+def start_host(procs, port: int, n: int, *flags: str, **kw) -> subprocess.Popen:
+    return procs.start([str(BIN / "actor"), "--learner", f"tcp://127.0.0.1:{port}", "--emulators", str(n), *flags],
+                       procs.tmp / "host.log", **kw)
+
+
+def test_each_emulator_is_an_actor_a_dead_one_restarts_a_hung_one_stops_counting(procs, tmp_path):
+    port, run = free_base_port(), tmp_path / "run"
+    procs.learner(*CARTPOLE, "--actor-timeout", "3", port=port, run_dir=run)
+    host = start_host(procs, port, 2)
+    log = tmp_path / "host.log"
+    wait_for(lambda: last_metrics(run).get("updates", 0) >= 3 and last_metrics(run)["actors"] == 2, 60,
+             "updates from the host's two emulators")
+    joined = read_actors(run)
+    assert len(joined) == 2 and {a["pid"] for a in joined} == {host.pid}, joined
+    assert len({a["actor_id"] for a in joined}) == 2 and len({a["seed"] for a in joined}) == 2
+
+    # a hung emulator: its heartbeats stop, the learner stops counting it; it thaws, it counts again
+    emu = emulators(host)
+    emu[0].send_signal(signal.SIGSTOP)
+    try:
+        wait_for(lambda: last_metrics(run)["actors"] == 1, 20, "the learner to stop counting the hung emulator")
+        assert "has not answered" in log.read_text()
+    finally:
+        emu[0].send_signal(signal.SIGCONT)
+    wait_for(lambda: last_metrics(run)["actors"] == 2, 20, "the thawed emulator counted again")
+
+    # a dead emulator: restarted as a new actor, the host and the other emulator go on
+    emu[1].kill()
+    updates = last_metrics(run)["updates"]
+    wait_for(lambda: len(read_actors(run)) == 3, 30, "the restarted emulator joining as a new actor")
+    wait_for(lambda: last_metrics(run)["updates"] >= updates + 10 and last_metrics(run)["actors"] == 2, 60,
+             "updates going on with two emulators")
+    assert host.poll() is None, "the host lives on"
+    assert emulators(host)[1].pid != emu[1].pid and emulators(host)[0].pid == emu[0].pid
+    assert "restarting it as a new actor" in log.read_text()
+    assert last_metrics(run)["rejected_messages"] == 0, "every rollout of the host was valid"
+
+
+def test_host_under_curve_stops_cleanly_on_ctrl_c(procs, tmp_path):
+    keys = tmp_path / "keys"
+    out = subprocess.run([str(BIN / "learner"), "keygen", str(keys), "--actors", "1"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    port, run = free_base_port(), tmp_path / "run"
+    procs.learner(*CARTPOLE, "--curve-dir", str(keys), port=port, run_dir=run)
+    host = start_host(procs, port, 2, "--curve-secret", str(keys / "actor0.key_secret"),
+                      "--curve-server-key", str(keys / "learner.key"), start_new_session=True)
+    wait_for(lambda: last_metrics(run).get("updates", 0) >= 3 and last_metrics(run)["actors"] == 2, 60,
+             "updates from a host over CURVE")
+    children = [psutil.Process(host.pid), *emulators(host).values()]
+    assert len(children) == 3
+    t0 = time.monotonic()
+    os.killpg(host.pid, signal.SIGINT)  # what Ctrl-C in its terminal does: the host and its emulators
+    rc = host.wait(15)
+    elapsed = time.monotonic() - t0
+    _, alive = psutil.wait_procs(children, timeout=2)
+    assert rc == 0 and elapsed < 8, (rc, elapsed)
+    assert not alive, f"left behind: {alive}"
+    assert "stopping" in (tmp_path / "host.log").read_text()
+    assert last_metrics(run)["rejected_messages"] == 0
+
+
+def test_mode_rule_hosts_image_games_only():
+    air = actor_settings(Config(env="Airstriker-Genesis-v0"))
+    cart = actor_settings(Config(env="CartPole-v1"))
+    assert choose(air, 2)[0] == "host" and choose(air, 8)[0] == "host"
+    assert choose(air, 1)[0] == "process", "one emulator: nothing to batch"
+    assert choose(cart, 8)[0] == "process", "a small MLP gains nothing from batching"
+    assert choose(actor_settings(Config(env="connectx")), 8)[0] == "process", "masks and opponents"
