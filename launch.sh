@@ -7,9 +7,10 @@
 #                picks by the rule in actor/mode.py (a host for 2+ emulators of an image game)
 #   --curve-dir DIR (either form): CURVE keys from `learner keygen DIR`; actor i uses actorI.key_secret
 #                (an actor host uses actor0.key_secret for all its emulators)
-#   ./launch.sh N --ray auto [--learner-on-ray] [learner flags]
+#   ./launch.sh N --ray auto [--learner-on-ray] [--emulators-per-host K] [learner flags]
 #                                               N actors (or N=auto: one per free CPU) on a Ray
-#                                               cluster, placed and restarted by Ray (python -m fleet)
+#                                               cluster in actor hosts, placed and restarted by Ray
+#                                               (python -m fleet)
 #   ./launch.sh test [pytest args]             the test suite
 # On first use it creates .venv in the repo and installs the project into it.
 set -uo pipefail
@@ -34,9 +35,11 @@ usage: ./launch.sh N [learner flags]             learner + N actors on this mach
                    of an image game such as Airstriker, one-process actors otherwise)
        add --curve-dir DIR to either form for CURVE keys (learner keygen DIR --actors N)
        ./launch.sh N --ray auto|HOST:PORT [--learner-on-ray] [--num-cpus X]
-                   [--node-ip-address IP] [--fleet-name NAME] [learner flags]
+                   [--emulators-per-host K|auto] [--node-ip-address IP]
+                   [--fleet-name NAME] [learner flags]
                                                  N actors on a Ray cluster (N=auto: one per free
-                                                 CPU); .venv/bin/fleet status | scale N | stop
+                                                 CPU), as actor hosts of K emulators or one-process
+                                                 actors; .venv/bin/fleet status | scale N | stop
        ./launch.sh test [pytest args]            run the test suite
 Learner flags: see `.venv/bin/learner --help` (e.g. --env CartPole-v1 --mode sync
 --total-frames 2000000 --run-dir runs/air1). Ctrl-C stops everything cleanly.
@@ -95,7 +98,7 @@ while [[ $# -gt 0 ]]; do
     --ray) [[ $# -ge 2 ]] || die "--ray needs auto or HOST:PORT"; RAY_ADDR="$2"; shift 2 ;;
     --ray=*) RAY_ADDR="${1#--ray=}"; shift ;;
     --learner-on-ray) FLEET_ARGS+=("$1"); shift ;;
-    --num-cpus|--node-ip-address|--learner-num-cpus)
+    --num-cpus|--node-ip-address|--learner-num-cpus|--emulators-per-host)
       [[ $# -ge 2 ]] || die "$1 needs a value"; FLEET_ARGS+=("$1" "$2"); shift 2 ;;
     --fleet-name) [[ $# -ge 2 ]] || die "--fleet-name needs a name"; FLEET_ARGS+=(--name "$2"); shift 2 ;;
     *) LEARNER_ARGS+=("$1"); shift ;;
@@ -109,6 +112,7 @@ if [[ -n "$RAY_ADDR" ]]; then
   cd "$ROOT"
   [[ -n "$REMOTE" ]] && FLEET_ARGS+=(--learner "$REMOTE")
   [[ -n "$CURVE_DIR" ]] && FLEET_ARGS+=(--curve-dir "$CURVE_DIR")
+  FLEET_ARGS+=(--actor-mode "$ACTOR_MODE")  # fleet applies the same rule (actor/mode.py) per host
   exec "$PY" -m fleet --actors "$N" --ray "$RAY_ADDR" "${FLEET_ARGS[@]}" -- "${LEARNER_ARGS[@]}"
 fi
 [[ "$ACTOR_MODE" =~ ^(auto|host|process)$ ]] || die "--actor-mode must be auto, host or process, got '$ACTOR_MODE'"

@@ -1,6 +1,6 @@
 """`fleet`: retrofleet actors on a Ray cluster.
 
-    fleet --actors N [--learner tcp://HOST:PORT | --learner-on-ray] [-- learner flags]
+    fleet --actors N [--emulators-per-host K] [--learner tcp://HOST:PORT | --learner-on-ray] [-- learner flags]
     fleet status | fleet scale N | fleet stop
 
 The first form runs a fleet in the foreground (also as `ray job submit ... -- python -m fleet ...`);
@@ -45,7 +45,8 @@ def parser(command: str | None) -> argparse.ArgumentParser:
     p = OneLineParser(prog=f"fleet {command}")
     _common(p)
     if command == "scale":
-        p.add_argument("units", type=int, help="how many units should run")
+        p.add_argument("actors", type=int, help="how many actors (emulators) should run; they are "
+                       "split into hosts as the fleet's --emulators-per-host says")
     if command == "status":
         p.add_argument("--json", action="store_true", help="one JSON object per unit")
     return p
@@ -56,12 +57,13 @@ def print_status(rows: list, as_json: bool) -> None:
         for r in rows:
             print(json.dumps(asdict(r)))
         return
-    print(f"{'unit':>4}  {'state':<11} {'node':<15} {'ray pid':>8} {'actor pid':>9}  {'actor ids':<10} restarts")
+    print(f"{'unit':>4}  {'state':<11} {'node':<15} {'ray pid':>8} {'host pid':>9} {'emulators':>9}  "
+          f"{'restarts':>8}  actor ids")
     for r in rows:
         ids = ",".join(map(str, r.actor_ids)) or "-"
-        print(f"{r.index:>4}  {r.state:<11} {r.node_ip or '?':<15} {r.pid or '-':>8} {r.child_pid or '-':>9}  "
-              f"{ids:<10} {'?' if r.restarts is None else r.restarts}")
-    print(f"{len(rows)} unit(s)")
+        print(f"{r.index:>4}  {r.state:<11} {r.node_ip or '?':<15} {r.pid or '-':>8} {r.child_pid or '-':>9} "
+              f"{r.emulators or '?':>9}  {'?' if r.restarts is None else r.restarts:>8}  {ids}")
+    print(f"{len(rows)} unit(s), {sum(len(r.actor_ids) for r in rows)} actor ids")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         if command == "status":
             print_status(control.status(args.name), args.json)
         elif command == "scale":
-            started, stopped = control.scale(args.name, args.units)
-            print(f"fleet {args.name}: {args.units} unit(s); started {len(started)}, stopped {len(stopped)}")
+            started, stopped = control.scale(args.name, args.actors)
+            print(f"fleet {args.name}: {args.actors} actor(s); units started {len(started)}, "
+                  f"stopped {len(stopped)}")
         else:
             n, learner = control.stop(args.name)
             print(f"fleet {args.name}: stopped {n} unit(s){' and the learner on Ray' if learner else ''}")

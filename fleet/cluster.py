@@ -133,6 +133,13 @@ def free_cpus() -> float:
     return float(ray.available_resources().get("CPU", 0.0))
 
 
+def node_cpus() -> list[float]:
+    """Each alive node's CPUs (what it told Ray it has)."""
+    import ray
+
+    return [float(n["Resources"].get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive")]
+
+
 def cluster_gpus() -> float:
     import ray
 

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from fleet import layout
 from fleet import spec as fleet_spec
 from fleet.spec import FleetError, FleetSpec
 from fleet.units import ActorUnit, LearnerUnit
@@ -76,16 +77,18 @@ def unit_keys(spec: FleetSpec, index: int) -> tuple[str, str] | None:
     return public, secret
 
 
-def start_units(spec: FleetSpec, indices: list[int]) -> dict[int, Any]:
+def start_units(spec: FleetSpec, units: dict[int, int]) -> dict[int, Any]:
+    """Start unit i with units[i] emulators (a host; 1 for a one-process actor)."""
     ray = _ray()
     remote = ray.remote(ActorUnit)
     handles = {}
-    for i in indices:
+    for i, emulators in units.items():
         handles[i] = remote.options(
-            name=f"{UNIT_PREFIX}{i}", namespace=spec.name, lifetime="detached", num_cpus=spec.num_cpus,
+            name=f"{UNIT_PREFIX}{i}", namespace=spec.name, lifetime="detached",
+            num_cpus=layout.unit_cpus(emulators, spec.num_cpus, spec.unit == "actor"),
             max_restarts=-1, max_task_retries=0, scheduling_strategy="SPREAD",
             runtime_env=_runtime_env(spec),
-        ).remote(spec.name, i, unit_keys(spec, i))
+        ).remote(spec.name, i, emulators, unit_keys(spec, i))
     return handles
 
 
@@ -113,22 +116,24 @@ def wait_gone(name: str, indices: set[int] | None = None, timeout: float = 30.0)
     raise FleetError(f"units of fleet {name!r} still listed by Ray after {timeout:.0f} s")
 
 
-def scale(name: str, n: int) -> tuple[list[int], list[int]]:
-    """Run exactly units 0..n-1; returns (started, stopped) indices."""
-    if n < 0:
-        raise FleetError(f"cannot scale to {n} units")
+def scale(name: str, actors: int) -> tuple[list[int], list[int]]:
+    """Run exactly `actors` emulators: the units layout.split gives, 0..H-1. Units beyond go; a
+    unit whose size changes (the last, partly filled host) is replaced; returns (started,
+    stopped) unit indices."""
     spec = fleet_spec.require(name)
+    want = dict(enumerate(layout.split(actors, spec.emulators_per_host)))
+    had = dict(enumerate(layout.split(spec.actors, spec.emulators_per_host)))
     handles = unit_handles(name)
-    going = sorted(i for i in handles if i >= n)
-    coming = [i for i in range(n) if i not in handles]
+    going = sorted(i for i in handles if want.get(i) != had.get(i))
+    coming = {i: k for i, k in want.items() if i not in handles or i in going}
     stop_handles([handles[i] for i in going])
     if going:
         wait_gone(name, set(going))
     start_units(spec, coming)
     spec = fleet_spec.require(name)
-    spec.actors = n
+    spec.actors = actors
     fleet_spec.put(spec)
-    return coming, going
+    return sorted(coming), going
 
 
 @dataclass
@@ -137,14 +142,16 @@ class UnitRow:
     state: str
     node_ip: str = ""
     pid: int | None = None  # the Ray actor's worker process
-    child_pid: int | None = None  # the retrofleet actor (or host) process
-    actor_ids: list[int] = field(default_factory=list)
+    child_pid: int | None = None  # the actor host (or one-process actor) process
+    emulators: int = 0  # emulators the unit runs (1 for a one-process actor)
+    emulator_pids: list[int] = field(default_factory=list)  # a host's emulator processes
+    actor_ids: list[int] = field(default_factory=list)  # the learner's ids, one per emulator
     restarts: int | None = None
     ray_actor_id: str = ""
 
 
 def status(name: str, timeout: float = 10.0) -> list[UnitRow]:
-    """Where each unit runs: node, pids, retrofleet actor ids, restarts (Ray's count)."""
+    """Where each unit runs: node, pids, its emulators' actor ids, restarts (Ray's count)."""
     ray = _ray()
     handles = unit_handles(name)
     nodes = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
@@ -161,6 +168,7 @@ def status(name: str, timeout: float = 10.0) -> list[UnitRow]:
             try:
                 info = ray.get(refs[i])
                 row.node_ip, row.pid, row.actor_ids = info["node_ip"], info["pid"], info["actor_ids"]
+                row.emulators, row.emulator_pids = info["emulators"], info["emulator_pids"]
                 row.child_pid = info["child_pid"] if info["child_alive"] else None
             except ray.exceptions.RayError:
                 pass

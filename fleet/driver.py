@@ -1,4 +1,5 @@
-"""A fleet in the foreground: learner (here, on Ray, or elsewhere) plus N units placed by Ray.
+"""A fleet in the foreground: learner (here, on Ray, or elsewhere) plus N actors placed by Ray
+(as actor hosts of K emulators, or one-process actors: fleet.layout).
 
 `./launch.sh N --ray auto` and `python -m fleet --actors N ...` (also as a Ray job) run this. It
 prints a status line every few seconds; Ctrl-C or SIGTERM (`ray job stop`) stops the units, then
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fleet import cluster, control
+from fleet import cluster, control, layout
 from fleet import spec as fleet_spec
 from fleet.learner_proc import LearnerProcess
 from fleet.spec import FleetError, FleetSpec
@@ -35,8 +37,10 @@ class UpOptions:
     name: str = "retrofleet"
     ray: str = "auto"
     node_ip_address: str | None = None
-    actors: str = "auto"  # a count, or "auto": one unit per free CPU (per --num-cpus)
-    num_cpus: float = 1.0
+    actors: str = "auto"  # emulators: a count, or "auto": one per free CPU (per --num-cpus)
+    actor_mode: str = "auto"  # host, process, or auto: actor/mode.py's rule for the learner's game
+    emulators_per_host: str = "auto"  # K or auto (see fleet.layout)
+    num_cpus: float = 1.0  # per emulator
     learner: str | None = None  # tcp://HOST:PORT of a learner that already runs
     learner_on_ray: bool = False
     learner_num_cpus: float = 1.0
@@ -60,14 +64,49 @@ def _check_stop() -> None:
         raise Stopped
 
 
-def _unit_count(opts: UpOptions) -> int:
+def _layout(opts: UpOptions) -> tuple[int, int]:
+    """(actors, emulators per host) for this cluster."""
     if opts.actors != "auto":
-        return int(opts.actors)
-    free = cluster.free_cpus() - (opts.learner_num_cpus if opts.learner_on_ray else 0.0)
-    n = int(free // opts.num_cpus)
-    if n < 1:
-        raise FleetError(f"--actors auto: no free CPU left on the cluster for a unit of {opts.num_cpus:g} CPUs")
-    return n
+        n = int(opts.actors)
+    else:
+        free = cluster.free_cpus() - (opts.learner_num_cpus if opts.learner_on_ray else 0.0)
+        n = int(free // opts.num_cpus + 1e-9)
+        if n < 1:
+            raise FleetError(f"--actors auto: no free CPU left on the cluster for an emulator of "
+                             f"{opts.num_cpus:g} CPUs")
+    per_host = layout.parse_per_host(opts.emulators_per_host)
+    if per_host is None:
+        per_host = layout.auto_per_host(n, cluster.node_cpus(), opts.num_cpus)
+    return n, per_host
+
+
+def _actor_mode(opts: UpOptions, spec: FleetSpec, per_host: int) -> int:
+    """Emulators per host, or 0 for one-process actors: as --actor-mode says or, with auto, as
+    actor/mode.py's rule says for the learner's game (asked of the learner, as launch.sh does)."""
+    mode = opts.actor_mode
+    if mode == "auto":
+        keys = []
+        if spec.curve_dir:
+            d = Path(spec.curve_dir)
+            keys = ["--curve-secret", str(d / f"{spec.name}-unit0.key_secret"),
+                    "--curve-server-key", str(d / "learner.key")]
+        out = subprocess.run([spec.python, "-m", "actor.mode", "--learner", spec.learner, "--actors",
+                              str(per_host), *keys], capture_output=True, text=True, timeout=120)
+        mode, why = out.stdout.strip(), (out.stderr.strip().splitlines() or ["?"])[-1]
+        if out.returncode != 0 or mode not in ("host", "process"):
+            raise FleetError(f"could not ask the learner at {spec.learner} for its game: {why}")
+        say(f"actor mode {why}")
+    return per_host if mode == "host" else 0
+
+
+def _describe(n: int, per_host: int, num_cpus: float) -> str:
+    sizes = layout.split(n, per_host)
+    if not per_host:
+        return f"{n} one-process actor(s) of {num_cpus:g} CPU"
+    kinds = Counter(sizes)
+    hosts = " + ".join(f"{h} x {k}" for k, h in sorted(kinds.items(), reverse=True))
+    return (f"{n} actors as {len(sizes)} actor host(s) ({hosts} emulators; "
+            f"{layout.unit_cpus(sizes[0], num_cpus, False):g} CPUs for a host of {sizes[0]})")
 
 
 def _run_dir(flags: list[str], name: str) -> tuple[list[str], str]:
@@ -110,7 +149,8 @@ def _status_line(name: str, want: int, learner_line: str) -> tuple[str, list[con
     per_node = Counter(r.node_ip for r in up)
     nodes = ", ".join(f"{ip}: {k}" for ip, k in sorted(per_node.items()))
     restarts = sum(r.restarts or 0 for r in rows)
-    line = f"units up {len(up)}/{want} ({nodes or 'none yet'}), restarts {restarts}"
+    actors = sum(len(r.actor_ids) for r in up)
+    line = f"units up {len(up)}/{want} ({nodes or 'none yet'}), {actors} actor ids, restarts {restarts}"
     return (f"{line} | {learner_line}" if learner_line else line), rows
 
 
@@ -124,10 +164,11 @@ def run(opts: UpOptions) -> int:
     if fleet_spec.get(opts.name) is not None or control.unit_handles(opts.name):
         raise FleetError(f"a fleet named {opts.name!r} already runs on this cluster (`fleet status`, "
                          "`fleet stop`, or --name another)")
-    n = _unit_count(opts)
+    n, per_host = _layout(opts)
     spec = FleetSpec(opts.name, learner=opts.learner or "", python=python, num_cpus=opts.num_cpus,
-                     driver_ip=node_ip, learner_on_ray=opts.learner_on_ray, actors=n)
-    curve = _curve(opts, spec, n)
+                     driver_ip=node_ip, learner_on_ray=opts.learner_on_ray, actors=0,
+                     emulators_per_host=per_host)
+    curve = _curve(opts, spec, len(layout.split(n, per_host)))
     fleet_spec.put(spec)
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
@@ -152,8 +193,11 @@ def run(opts: UpOptions) -> int:
             say(f"learner ready at {spec.learner}; run directory {local.run_dir}")
         _check_stop()
         spec = fleet_spec.require(opts.name)
+        per_host = _actor_mode(opts, spec, per_host)
+        spec.emulators_per_host = per_host
+        fleet_spec.put(spec)
         control.scale(opts.name, n)
-        say(f"{n} unit(s) of {opts.num_cpus:g} CPU asked of Ray, joining {spec.learner}")
+        say(f"{_describe(n, per_host, opts.num_cpus)} asked of Ray, joining {spec.learner}")
         code = _watch(opts.name, local, learner_unit, t0)
     except (Stopped, FleetError) as exc:
         if isinstance(exc, FleetError) and not STOP.is_set():
@@ -189,10 +233,11 @@ def _watch(name: str, local: LearnerProcess | None, learner_unit: Any, t0: float
         if ended is not None:
             say(f"learner exited with code {ended}")
             return int(ended)
-        line, rows = _status_line(name, spec.actors, learner_line)
-        if not placed and len(rows) >= spec.actors and all(r.child_pid for r in rows):
+        units = len(layout.split(spec.actors, spec.emulators_per_host))
+        line, rows = _status_line(name, units, learner_line)
+        if not placed and len(rows) >= units and all(r.child_pid for r in rows):
             placed = True
-            say(f"all {spec.actors} units running {time.monotonic() - t0:.1f} s after start")
+            say(f"all {units} units running {time.monotonic() - t0:.1f} s after start")
         say(line)
         if STOP.wait(STATUS_EVERY_S):
             raise Stopped
@@ -210,9 +255,18 @@ def _shutdown(name: str, local: LearnerProcess | None) -> None:
 
 
 def add_up_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--actors", default="auto", help="units to run, or auto: one per free CPU (default: auto)")
+    p.add_argument("--actors", default="auto",
+                   help="actors (emulators) to run, or auto: one per free CPU (default: auto)")
+    p.add_argument("--actor-mode", default="auto",
+                   help="host: each unit Ray places is an actor host (K emulators, one batched "
+                   "policy); process: each actor a unit of its own (one process); auto (default): "
+                   "as launch.sh picks for the learner's game (actor/mode.py)")
+    p.add_argument("--emulators-per-host", default="auto", metavar="K",
+                   help="emulators in each actor host; auto (default): the actors spread evenly over "
+                   "the nodes, one host a node where it fits")
     p.add_argument("--num-cpus", type=float, default=1.0,
-                   help="Ray CPUs per unit (default 1; 0.5 oversubscribes two units a core)")
+                   help="Ray CPUs per emulator (default 1; 0.5 oversubscribes two a core); a host of K "
+                   "asks for K times this, rounded up to whole CPUs above 1")
     p.add_argument("--learner", help="tcp://HOST:PORT of a learner that runs already (else one starts here)")
     p.add_argument("--learner-on-ray", action="store_true",
                    help="start the learner as a Ray actor too, on a node with a GPU when the cluster has one")
@@ -242,6 +296,9 @@ def options(args: argparse.Namespace) -> UpOptions:
             parse_address(args.learner)
         except TransportError as exc:
             raise FleetError(str(exc)) from None
+    layout.parse_per_host(args.emulators_per_host)
+    if args.actor_mode not in ("auto", "host", "process"):
+        raise FleetError(f"--actor-mode takes auto, host or process, got {args.actor_mode!r}")
     return UpOptions(name=args.name, ray=args.ray, node_ip_address=args.node_ip_address, actors=args.actors,
-                     num_cpus=args.num_cpus, learner=args.learner, learner_on_ray=args.learner_on_ray,
+                     actor_mode=args.actor_mode, emulators_per_host=args.emulators_per_host, num_cpus=args.num_cpus, learner=args.learner, learner_on_ray=args.learner_on_ray,
                      learner_num_cpus=args.learner_num_cpus, curve_dir=args.curve_dir, learner_flags=flags)

@@ -22,15 +22,19 @@ class FleetSpec:
     name: str
     learner: str  # tcp://HOST:PORT, the learner's control address
     python: str  # the driver's venv python: every unit runs it (and checks it exists on its node)
-    actors: int = 0  # units wanted (what `fleet scale` last asked for)
-    unit: str = "actor"  # what one Ray actor runs: "actor" (one process) or "host" (issue 9)
-    num_cpus: float = 1.0  # Ray CPUs per unit
-    emulators: int = 1  # emulator processes per unit ("host" units)
+    actors: int = 0  # emulators (actor ids) wanted: what `fleet scale` last asked for
+    emulators_per_host: int = 0  # K: each unit an actor host of K emulators; 0: one-process actors
+    num_cpus: float = 1.0  # Ray CPUs per emulator (a host of K asks for K times this)
     curve_server_key: str | None = None  # the learner's CURVE public key (z85) when CURVE is on
     curve_dir: str | None = None  # where unit key pairs are made (on the driver's machine)
     driver_ip: str = ""  # the node the driver (and a local learner) runs on
     learner_on_ray: bool = False
     env: dict[str, str] = field(default_factory=dict)  # extra environment for units' processes
+
+    @property
+    def unit(self) -> str:
+        """What one Ray actor runs: "host" (an actor host) or "actor" (a one-process actor)."""
+        return "host" if self.emulators_per_host else "actor"
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()

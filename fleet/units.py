@@ -1,8 +1,9 @@
 """What Ray places and restarts: one unit per Ray actor, and the learner when it runs on Ray.
 
-A unit is one retrofleet actor process today (`python -m actor`); with the actor host (issue 9)
-it becomes one host: its inference process and emulators. `unit_argv` is the one place that
-says which program a unit runs. A unit's program is the unit's child: when it dies the Ray actor
+A unit is an actor host (`python -m actor --emulators K`: its inference process and K emulator
+processes, each emulator an actor id of its own to the learner), or with --emulators-per-host 0
+a lone one-process actor (`python -m actor`). `unit_argv` is the one place that says which
+program a unit runs. A unit's program is the unit's child: when it dies the Ray actor
 exits on purpose (os._exit), so that Ray restarts it (max_restarts=-1) and counts the restart;
 when Ray kills the actor or its node goes, the child gets SIGTERM from the kernel.
 """
@@ -25,16 +26,55 @@ from fleet.child import Child
 from fleet.learner_proc import LearnerProcess
 from fleet.spec import FleetError, FleetSpec
 
-JOINED = re.compile(r"(?:joined \S+ as|rejoined as) actor (\d+)")
+# the ids a unit's program speaks for, from its log lines (actor/client.py, link.py, host.py)
+EMULATOR = re.compile(r"emulator (\d+) joined \S+ as actor (\d+)")
+JOINED = re.compile(r"joined \S+ as actor (\d+)")
+REJOINING = re.compile(r"joining it again as actors? ((?:\d+, )*\d+)")
+REJOINED = re.compile(r"rejoined as actor (\d+)")
 YOUNG_S = 10.0  # a program that dies younger than this: wait before Ray restarts it
 SPEC_POLL_S = 5.0
 
 
-def unit_argv(spec: FleetSpec) -> list[str]:
+def unit_argv(spec: FleetSpec, emulators: int) -> list[str]:
     """The program one unit runs, from the driver's venv python."""
-    if spec.unit == "actor":
-        return [spec.python, "-m", "actor", "--learner", spec.learner]
-    raise FleetError(f"unknown unit kind {spec.unit!r}")
+    if spec.unit == "host":
+        return [spec.python, "-m", "actor", "--emulators", str(emulators), "--learner", spec.learner]
+    return [spec.python, "-m", "actor", "--learner", spec.learner]
+
+
+class ActorIds:
+    """The learner's actor ids a unit's program acts for now, read from its log lines: one for a
+    one-process actor, one per emulator for a host (an emulator started again is a new actor)."""
+
+    def __init__(self) -> None:
+        self.by_slot: dict[int, int] = {}
+        self.rejoining: list[int] = []  # slots whose "rejoined as actor N" lines come next, in order
+
+    def feed(self, line: str) -> None:
+        if m := EMULATOR.search(line):
+            self.by_slot[int(m.group(1))] = int(m.group(2))
+        elif m := JOINED.search(line):
+            self.by_slot = {0: int(m.group(1))}
+        elif m := REJOINING.search(line):
+            slot_of = {actor: slot for slot, actor in self.by_slot.items()}
+            self.rejoining = [slot_of.get(int(i), 0) for i in m.group(1).split(", ")]
+        elif m := REJOINED.search(line):
+            self.by_slot[self.rejoining.pop(0) if self.rejoining else 0] = int(m.group(1))
+
+    def ids(self) -> list[int]:
+        return [self.by_slot[k] for k in sorted(self.by_slot)]
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of `pid` (a host's emulator processes), from /proc."""
+    out: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as fh:
+                out += [int(p) for p in fh.read().split()]
+    except OSError:  # gone, or not Linux
+        pass
+    return sorted(set(out))
 
 
 def curve_args(paths: dict[str, str]) -> list[str]:
@@ -52,7 +92,7 @@ def _exit_for_restart(what: str, pid: int, rc: int | None, lived: float) -> None
 class ActorUnit:
     """A Ray actor that runs one unit program and lives exactly as long as it does."""
 
-    def __init__(self, fleet: str, index: int, keys: tuple[str, str] | None = None):
+    def __init__(self, fleet: str, index: int, emulators: int = 1, keys: tuple[str, str] | None = None):
         import ray
 
         from common.transport import key_file_text
@@ -60,10 +100,10 @@ class ActorUnit:
         self.spec = fleet_spec.require(fleet)
         if not self.spec.learner:
             raise FleetError(f"fleet {fleet!r} has no learner address yet")
-        self.index = index
+        self.index, self.emulators = index, emulators
         self.started_at = time.time()
         self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
-        self.actor_ids: list[int] = []
+        self.actor_ids = ActorIds()
         self.stopping = False
         secrets = None
         if self.spec.curve_server_key:
@@ -71,14 +111,10 @@ class ActorUnit:
                 raise FleetError("the learner requires CURVE but this unit got no key pair")
             secrets = {"secret": key_file_text(keys[0], keys[1]),
                        "server": key_file_text(self.spec.curve_server_key)}
-        self.child = Child(unit_argv(self.spec), on_line=self._line, secrets=secrets, env=self.spec.env,
-                           secret_args=curve_args)
+        # a host's CURVE key pair serves all its emulators (one client, one key, many actor ids)
+        self.child = Child(unit_argv(self.spec, emulators), on_line=self.actor_ids.feed, secrets=secrets,
+                           env=self.spec.env, secret_args=curve_args)
         threading.Thread(target=self._watch, name="unit-watch", daemon=True).start()
-
-    def _line(self, line: str) -> None:
-        m = JOINED.search(line)
-        if m:
-            self.actor_ids.append(int(m.group(1)))
 
     def _watch(self) -> None:
         """Exit (for Ray to restart us) when the program dies or the learner moved."""
@@ -113,7 +149,9 @@ class ActorUnit:
 
         return {"index": self.index, "node_ip": ray.util.get_node_ip_address(), "pid": os.getpid(),
                 "child_pid": self.child.pid, "child_alive": self.child.poll() is None,
-                "actor_ids": list(self.actor_ids), "learner": self.spec.learner,
+                "emulators": self.emulators,
+                "emulator_pids": children(self.child.pid) if self.spec.unit == "host" else [],
+                "actor_ids": self.actor_ids.ids(), "learner": self.spec.learner,
                 "started_at": self.started_at, "restarted": self.restarted, "unit": self.spec.unit}
 
     def stop(self, timeout: float = 10.0) -> int:

@@ -9,9 +9,11 @@ import sys
 import pytest
 import zmq.auth
 
+from fleet import layout
 from fleet.child import Child
 from fleet.cluster import NodeReport, check_versions
 from fleet.spec import FleetError, FleetSpec
+from fleet.units import ActorIds
 from tests.conftest import BIN, free_base_port, last_metrics, read_actors, wait_for
 
 HERE = NodeReport("", "", "3.11.7", "2.60.0", "0.1.0")
@@ -39,6 +41,9 @@ def test_version_check_names_the_first_node_that_differs():
     (["--learner", "tcp://h:5555", "--learner-on-ray"], "exclude each other"),
     (["--learner", "tcp://h:5555", "--", "--env", "CartPole-v1"], "belong on the learner's host"),
     (["--learner", "h:5555"], "learner address must look like tcp://HOST:PORT"),
+    (["--emulators-per-host", "two"], "--emulators-per-host takes a count"),
+    (["--emulators-per-host", "0"], "--emulators-per-host takes a count from 1"),
+    (["--actor-mode", "thread"], "--actor-mode takes auto, host or process"),
 ])
 def test_driver_options_refuse_what_cannot_work(argv, error):
     from fleet import driver
@@ -58,8 +63,64 @@ def test_driver_options_pass_learner_flags_and_fractions():
 
 
 def test_spec_round_trips_through_json():
-    spec = FleetSpec("f", "tcp://10.0.0.1:5555", PY, actors=3, num_cpus=0.5, curve_server_key="k" * 40)
+    spec = FleetSpec("f", "tcp://10.0.0.1:5555", PY, actors=3, emulators_per_host=2, num_cpus=0.5,
+                     curve_server_key="k" * 40)
     assert FleetSpec.from_json(spec.to_json()) == spec
+    assert spec.unit == "host" and FleetSpec("f", "", PY).unit == "actor"
+
+
+def test_actors_split_into_hosts_the_last_one_taking_the_rest():
+    assert layout.split(7, 3) == [3, 3, 1]
+    assert layout.split(6, 3) == [3, 3]
+    assert layout.split(2, 4) == [2]
+    assert layout.split(0, 4) == []
+    assert layout.split(3, 0) == [1, 1, 1], "0 (--actor-mode process): one-process actors, a unit each"
+    with pytest.raises(FleetError):
+        layout.split(-1, 2)
+
+
+def test_a_host_asks_ray_for_its_emulators_cpus_in_amounts_ray_takes():
+    assert layout.unit_cpus(4, 1.0, one_process=False) == 4
+    assert layout.unit_cpus(2, 0.25, one_process=False) == 0.5
+    assert layout.unit_cpus(3, 0.5, one_process=False) == 2, "1.5 is no amount Ray takes"
+    assert layout.unit_cpus(1, 0.5, one_process=True) == 0.5
+
+
+def test_auto_hosts_spread_the_actors_one_host_a_node_where_it_fits():
+    assert layout.auto_per_host(4, [4, 4], 1.0) == 2  # one host of 2 on each node
+    assert layout.auto_per_host(64, [16, 16, 16, 16], 1.0) == 16
+    assert layout.auto_per_host(64, [16, 8], 1.0) == 8, "no host bigger than the smallest node"
+    assert layout.auto_per_host(2, [4, 4], 3.0) == 1
+    assert layout.auto_per_host(14, [4, 4], 0.5) == 6, "7 x 0.5 would ask 4 CPUs for 3.5 used"
+    with pytest.raises(FleetError, match="no node has 8 CPUs"):
+        layout.auto_per_host(2, [4, 4], 8.0)
+    assert layout.parse_per_host("auto") is None and layout.parse_per_host("3") == 3
+
+
+def test_a_units_actor_ids_follow_its_programs_log_lines():
+    ids = ActorIds()
+    ids.feed("2026-11-23 actor[7] INFO joined tcp://10.0.0.1:5555 as actor 4 (seed 9, env X, mode async)")
+    assert ids.ids() == [4]
+    ids.feed("actor[7] INFO learner restarted (new session); joining it again as actor 4")
+    ids.feed("actor[7] INFO rejoined as actor 11")
+    assert ids.ids() == [11]
+    host = ActorIds()
+    for line in ("actor[8] INFO joined tcp://10.0.0.1:5555 (env X, mode async); 2 emulators, policy on cpu",
+                 "actor[8] INFO emulator 0 joined tcp://10.0.0.1:5555 as actor 5 (seed 1, epsilon 0.4, pid 11)",
+                 "actor[8] INFO emulator 1 joined tcp://10.0.0.1:5555 as actor 6 (seed 2, epsilon 0.1, pid 12)"):
+        host.feed(line)
+    assert host.ids() == [5, 6]
+    # an emulator started again is a new actor
+    host.feed("actor[8] INFO emulator 1 joined tcp://10.0.0.1:5555 as actor 9 (seed 3, epsilon 0.1, pid 13)")
+    assert host.ids() == [5, 9]
+    # a learner that forgot one: that member joins again, the others keep their ids
+    host.feed("actor[8] INFO the learner forgot us; joining it again as actor 9")
+    host.feed("actor[8] INFO rejoined as actor 10")
+    assert host.ids() == [5, 10]
+    host.feed("actor[8] INFO learner restarted (new session); joining it again as actors 5, 10")
+    host.feed("actor[8] INFO rejoined as actor 5")
+    host.feed("actor[8] INFO rejoined as actor 12")
+    assert host.ids() == [5, 12]
 
 
 def test_unit_key_pairs_are_named_kept_and_admitted(tmp_path):

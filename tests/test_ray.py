@@ -30,7 +30,9 @@ from tests.conftest import (
     wait_for,
 )
 
-UNITS = 4
+UNITS = 4  # actors (emulators): as 2 actor hosts of 2, one a node (--emulators-per-host auto)
+PER_HOST = 2
+HOSTS = UNITS // PER_HOST
 HEAD_WAIT_S = 15
 CARTPOLE = ["--env", "CartPole-v1", "--batch-size", "256", "--report-interval", "0.5"]
 
@@ -66,7 +68,8 @@ class Fleet:
 
 @pytest.fixture(scope="module")
 def fleet(cluster, tmp_path_factory):
-    """`./launch.sh 4 --ray ADDRESS` with CURVE keys: a local learner, 4 units placed by Ray."""
+    """`./launch.sh 4 --ray ADDRESS --actor-mode host` with CURVE keys: a local learner, 4 actors
+    in 2 actor hosts placed by Ray (CartPole's MLP would get one-process actors from auto)."""
     tmp = tmp_path_factory.mktemp("fleet")
     keys, run = tmp / "keys", tmp / "run"
     subprocess.run([str(BIN / "learner"), "keygen", str(keys), "--actors", "0"], check=True,
@@ -76,6 +79,7 @@ def fleet(cluster, tmp_path_factory):
     with open(out, "wb") as fh:
         proc = subprocess.Popen([str(ROOT / "launch.sh"), str(UNITS), "--ray", cluster.address,
                                  "--node-ip-address", cluster.head_ip, "--curve-dir", str(keys),
+                                 "--actor-mode", "host",
                                  *CARTPOLE, "--port", str(port), "--run-dir", str(run)],
                                 stdout=fh, stderr=subprocess.STDOUT, env=cluster.driver_env(), cwd=ROOT,
                                 start_new_session=True)
@@ -101,6 +105,11 @@ def _updates(run: Path) -> int:
     return last_metrics(run).get("updates", 0)
 
 
+def _all_pids(rows: list[dict]) -> set[int]:
+    """Every process of these units: Ray's workers, the hosts, their emulators."""
+    return {p for r in rows for p in (r["pid"], r["child_pid"], *r["emulator_pids"]) if p}
+
+
 def test_units_spread_over_both_nodes_and_train(cluster, fleet):
     t0 = time.monotonic()
     wait_for(lambda: last_metrics(fleet.run).get("actors") == UNITS or fleet.proc.poll() is not None, 180,
@@ -111,52 +120,62 @@ def test_units_spread_over_both_nodes_and_train(cluster, fleet):
     # the learner saw connections from both nodes' addresses
     assert {a["addr"] for a in actors} == {n.ip for n in cluster.nodes}, actors
     rows = cluster.units()
-    assert len(rows) == UNITS and all(r["state"] == "ALIVE" for r in rows), rows
-    assert sorted(r["node_ip"] for r in rows).count(cluster.head_ip) == UNITS // 2, "SPREAD: 2 per node"
+    assert len(rows) == HOSTS and all(r["state"] == "ALIVE" for r in rows), rows
+    assert sorted(r["node_ip"] for r in rows) == sorted(n.ip for n in cluster.nodes), "SPREAD: a host a node"
+    # each unit is an actor host: one process speaking for its emulators, each an actor id
+    assert all(r["emulators"] == PER_HOST and len(r["emulator_pids"]) == PER_HOST for r in rows), rows
     assert {r["child_pid"] for r in rows} == {a["pid"] for a in actors}
     assert sorted(i for r in rows for i in r["actor_ids"]) == sorted(a["actor_id"] for a in actors)
+    assert len(actors) == UNITS
     u0 = _updates(fleet.run)
     wait_for(lambda: _updates(fleet.run) >= u0 + 10, 60, "updates keep coming")
     # CURVE: each unit has a key pair of its own, admitted by the learner; no secret on a command line
-    publics = {(fleet.keys / "authorized" / f"retrofleet-unit{i}.key").read_text() for i in range(UNITS)}
-    assert len(publics) == UNITS
+    publics = {(fleet.keys / "authorized" / f"retrofleet-unit{i}.key").read_text() for i in range(HOSTS)}
+    assert len(publics) == HOSTS
     cmdlines = " ".join(cluster.cmdlines().values())
     assert fleet.secrets() and not any(s in cmdlines for s in fleet.secrets())
-    print(f"\nRAY {UNITS} units joined {joined:.1f} s after the first check (launch.sh started before)")
+    print(f"\nRAY {UNITS} actors in {HOSTS} hosts joined {joined:.1f} s after the first check (launch.sh started before)")
 
 
-def test_sigkill_of_an_actor_process_is_restarted_by_ray_and_counted_again(cluster, fleet):
+def test_sigkill_of_a_host_process_is_restarted_by_ray_and_counted_again(cluster, fleet):
     before = {r["index"]: r for r in cluster.units()}
     victim = next(r for r in before.values() if r["node_ip"] != cluster.head_ip)
     known = {a["pid"] for a in read_actors(fleet.run)}
     os.kill(victim["child_pid"], signal.SIGKILL)
     killed = time.monotonic()
-    # the learner's own record: a new actor process joined, and the count is whole again
-    new = wait_for(lambda: [a for a in read_actors(fleet.run) if a["pid"] not in known], 15,
-                   "a new actor process joining the learner")
+    # the learner's own record: the new host's emulators joined, and the count is whole again
+    def joined():
+        new = [a for a in read_actors(fleet.run) if a["pid"] not in known]
+        return new if len(new) >= PER_HOST else None
+
+    new = wait_for(joined, 15, f"the new host's {PER_HOST} actors joining the learner")
     wait_for(lambda: last_metrics(fleet.run).get("actors") == UNITS, max(0.5, 15 - (time.monotonic() - killed)),
              f"the learner counting {UNITS} actors again", interval=0.1)
-    print(f"\nRAY actor process SIGKILL: counted again after {time.monotonic() - killed:.1f} s")
+    print(f"\nRAY host process SIGKILL: counted again after {time.monotonic() - killed:.1f} s")
     # it is Ray that restarted it: the same unit, restart count + 1, the new process its child
     row = next(r for r in cluster.units() if r["index"] == victim["index"])
     assert row["restarts"] == victim["restarts"] + 1, row
-    assert [a["pid"] for a in new] == [row["child_pid"]], (new, row)
+    assert {a["pid"] for a in new} == {row["child_pid"]}, (new, row)
+    assert sorted(a["actor_id"] for a in new) == sorted(row["actor_ids"]), (new, row)
+    # the killed host's emulators ended with it (end of file on their act pipes)
+    wait_for(lambda: not any(_running(p) for p in victim["emulator_pids"]), 10, "the old emulators ending")
     u0 = _updates(fleet.run)
     wait_for(lambda: _updates(fleet.run) > u0 + 5, 30, "updates after the restart")
 
 
 def test_scale_down_and_up_while_training(cluster, fleet):
-    out = cluster.fleet("scale", "2")
-    assert out.returncode == 0 and "stopped 2" in out.stdout, out.stdout + out.stderr
-    assert sorted(r["index"] for r in cluster.units()) == [0, 1]
+    out = cluster.fleet("scale", "2")  # 2 actors: one host of 2 goes
+    assert out.returncode == 0 and "started 0, stopped 1" in out.stdout, out.stdout + out.stderr
+    assert sorted(r["index"] for r in cluster.units()) == [0]
     wait_for(lambda: last_metrics(fleet.run).get("actors") == 2, 20, "the learner counting 2 actors")
     u0 = _updates(fleet.run)
     wait_for(lambda: _updates(fleet.run) > u0 + 5, 30, "training on with 2")
     out = cluster.fleet("scale", str(UNITS))
-    assert out.returncode == 0 and "started 2" in out.stdout, out.stdout + out.stderr
+    assert out.returncode == 0 and "started 1, stopped 0" in out.stdout, out.stdout + out.stderr
     wait_for(lambda: last_metrics(fleet.run).get("actors") == UNITS, 60, f"the learner counting {UNITS} again")
     rows = cluster.units()
-    assert sorted(r["index"] for r in rows) == list(range(UNITS))
+    assert sorted(r["index"] for r in rows) == list(range(HOSTS))
+    assert sum(len(r["actor_ids"]) for r in rows) == UNITS
     assert {r["node_ip"] for r in rows} == {n.ip for n in cluster.nodes}
     u0 = _updates(fleet.run)
     wait_for(lambda: _updates(fleet.run) > u0 + 5, 30, f"training on with {UNITS}")
@@ -173,26 +192,26 @@ def test_node_loss_reschedules_its_units_on_the_head(cluster, fleet):
 
     def all_on_head():
         rows = cluster.units()
-        return len(rows) == UNITS and all(r["node_ip"] == cluster.head_ip and r["child_pid"] for r in rows)
+        return len(rows) == HOSTS and all(r["node_ip"] == cluster.head_ip and r["child_pid"] for r in rows)
 
     wait_for(all_on_head, 60, "the lost node's units running on the head")
     wait_for(lambda: last_metrics(fleet.run).get("actors") == UNITS, max(1.0, 60 - (time.monotonic() - killed)),
              f"the learner counting {UNITS} actors")
     print(f"\nRAY node lost (raylet SIGKILL): units back on the head after {time.monotonic() - killed:.1f} s")
-    old = {r["child_pid"] for r in on_node}
-    assert not any(_running(p) for p in old), "the lost node's actor processes are gone"
+    old = {p for r in on_node for p in (r["child_pid"], *r["emulator_pids"])}
+    assert not any(_running(p) for p in old), "the lost node's hosts and emulators are gone"
 
 
 def test_stop_leaves_no_process_on_any_node(cluster, fleet):
-    pids = {r["child_pid"] for r in cluster.units()} | {r["pid"] for r in cluster.units()}
+    pids = _all_pids(cluster.units())
     out = cluster.fleet("stop")
-    assert out.returncode == 0 and f"stopped {UNITS}" in out.stdout, out.stdout + out.stderr
+    assert out.returncode == 0 and f"stopped {HOSTS}" in out.stdout, out.stdout + out.stderr
     assert fleet.proc.wait(60) == 0, "the driver ends (and stops its learner) once the fleet is stopped"
     text = fleet.out.read_text()
     assert "learner stopped (code 0)" in text, text[-2000:]
     assert not [p for p in pids if _running(p)]
     left = [c for c in cluster.cmdlines().values()
-            if "ActorUnit" in c or fleet.learner in c or str(fleet.run) in c]
+            if "ActorUnit" in c or "actor.emulator" in c or fleet.learner in c or str(fleet.run) in c]
     assert not left, left
     assert cluster.units() == []
     # no secret key in any log: the run directory, the driver's output, every node's Ray logs
@@ -207,7 +226,8 @@ def test_stop_leaves_no_process_on_any_node(cluster, fleet):
 
 def test_learner_on_ray_goes_to_the_gpu_node(cluster, tmp_path):
     """--learner-on-ray: the learner is a Ray actor too, placed on the node that has a GPU;
-    --actors auto: as many units as free CPUs allow (here 3 CPUs a unit)."""
+    --actors auto: as many actors as free CPUs allow (here 3 CPUs an actor; --actor-mode auto gives
+    CartPole one-process actors, a unit each)."""
     node = cluster.add_node(1, gpus=1)  # the node lost above comes back, now with a (logical) GPU
     run = tmp_path / "run"
     out = tmp_path / "fleet.out"
@@ -222,7 +242,8 @@ def test_learner_on_ray_goes_to_the_gpu_node(cluster, tmp_path):
                  "the units joining the learner on Ray")
         assert proc.poll() is None, out.read_text()
         assert f"learner on Ray at tcp://{node.ip}:" in out.read_text()
-        assert len(cluster.units("onray")) == auto
+        rows = cluster.units("onray")
+        assert len(rows) == auto and all(r["emulators"] == 1 and not r["emulator_pids"] for r in rows), rows
         u0 = _updates(run)
         wait_for(lambda: _updates(run) > u0 + 5, 60, "updates from the learner on Ray")
         learner_pid = next(p for p, c in cluster.cmdlines().items() if "-m learner" in c)
@@ -239,7 +260,8 @@ def test_learner_on_ray_goes_to_the_gpu_node(cluster, tmp_path):
 
 
 def test_ray_job_submit_runs_a_fleet_for_a_learner_elsewhere(cluster, procs, tmp_path):
-    """The Ray Jobs way: `ray job submit --working-dir . -- python -m fleet --actors 2 --learner ...`."""
+    """The Ray Jobs way: `ray job submit --working-dir . -- python -m fleet --actors 2 --learner ...`;
+    --actor-mode auto asks the learner for its game: CartPole's MLP gets one-process actors."""
     port = free_base_port()
     run = tmp_path / "run"
     procs.learner(*CARTPOLE, "--bind", cluster.head_ip, port=port, run_dir=run)
@@ -254,9 +276,12 @@ def test_ray_job_submit_runs_a_fleet_for_a_learner_elsewhere(cluster, procs, tmp
     try:
         wait_for(lambda: last_metrics(run).get("actors") == 2, 180, "the job's 2 units joining")
         assert {a["addr"] for a in read_actors(run)} <= {n.ip for n in cluster.nodes}
+        rows = cluster.units("job")
+        assert len(rows) == 2 and all(r["emulators"] == 1 and not r["emulator_pids"] for r in rows), rows
+        assert {r["child_pid"] for r in rows} == {a["pid"] for a in read_actors(run)}
         logs = subprocess.run([ray, "job", "logs", "--address", dashboard, job], env=cluster.driver_env(),
                               capture_output=True, text=True, timeout=60).stdout
-        assert "[fleet] Ray cluster:" in logs, logs
+        assert "[fleet] Ray cluster:" in logs and "[fleet] actor mode process: " in logs, logs
     finally:
         subprocess.run([ray, "job", "stop", "--address", dashboard, job], env=cluster.driver_env(),
                        capture_output=True, text=True, timeout=120)
@@ -300,7 +325,7 @@ def test_head_loss_ends_the_units_and_the_learner_saves_its_checkpoint(cluster, 
     try:
         wait_for(lambda: last_metrics(run).get("actors") == 2 or proc.poll() is not None, 180, "2 units joined")
         assert proc.poll() is None, out.read_text()
-        children = [r["child_pid"] for r in cluster.units("headloss")]
+        children = [p for r in cluster.units("headloss") for p in (r["child_pid"], *r["emulator_pids"])]
         learner = next(c.pid for c in psutil.Process(proc.pid).children() if "learner" in " ".join(c.cmdline()))
         gcs = next(p for p in cluster.node_pids(cluster.nodes[0]) if psutil.Process(p).name() == "gcs_server")
         os.kill(gcs, signal.SIGKILL)
