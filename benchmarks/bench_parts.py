@@ -537,12 +537,11 @@ def consumer(port: int, run_dir: str) -> None:
     """The real Learner (receive, validate, batch, publish after every batch) minus the gradient step."""
     from common.config import Config
     from learner.server import Learner
+    from learner.trainer import UpdateResult
 
     class NoTrainLearner(Learner):
-        def _update(self, batch, save):
-            self.version += 1
-            self.metrics.updates += 1
-            return {}, self._encode_weights()
+        def _update(self, batch, version):
+            return UpdateResult(), self._encode_weights(version)
 
     cfg = Config(env=ENV, port=port, run_dir=run_dir, quiet=True, report_interval=1.0)
     asyncio.run(NoTrainLearner(cfg, Path(run_dir)).run())

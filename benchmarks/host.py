@@ -5,7 +5,7 @@
         N one-process actors, each into the no-gradient learner (benchmarks.bench_parts
         consumer: receive, validate, batch, publish; no update), bracketed by raw emulator runs;
         frames/s against raw x min(N, cores) and CPU per frame of learner and actors. --train adds
-        a run of the real learner (training on CPU) with a host of 2: the learner's share.
+        runs of the real learner (training on CPU) with 2 emulators each way: the learner's share.
     python -m benchmarks.host core --emulators 1 2 4 8 --seconds 20 [--env ENV]
         the host's core alone (emulator processes, shared slots, batched inference, rollouts cut
         and encoded; no learner) beside N one-process actors doing the same without sockets,
@@ -216,17 +216,18 @@ def pipeline(args: argparse.Namespace) -> None:
                                      "actors": 1e6 * r["actors_cpu_cores"] / r["frames_per_s"]}
             results["runs"].append(r)
             print(json.dumps(r), flush=True)
-    if args.train:
+    if args.train:  # the real learner, training on CPU: its share of the cores
+        learner = [str(Path(sys.executable).parent / "learner"), "--quiet", "--report-interval", "1"]
         raw = run_part("raw", "--seconds", str(args.raw_seconds))["frames_per_s"]
-        w = _pipeline_run(out, "train_host2", [str(Path(sys.executable).parent / "learner"), "--quiet",
-                                              "--report-interval", "1"], [["--emulators", "2"]], args.warm,
-                          args.window)
-        r = {"mode": "host, real learner training on CPU", "emulators": 2, **w, "raw_frames_per_s": raw,
-             "ratio_to_raw_x_cores": w["frames_per_s"] / (raw * min(2, cores)),
-             "cpu_us_per_frame": {"learner": 1e6 * w["learner_cpu_cores"] / w["frames_per_s"],
-                                  "actors": 1e6 * w["actors_cpu_cores"] / w["frames_per_s"]}}
-        results["runs"].append(r)
-        print(json.dumps(r), flush=True)
+        for mode in args.modes:
+            actors = [["--emulators", "2"]] if mode == "host" else [[], []]
+            w = _pipeline_run(out, f"train_{mode}2", learner, actors, args.warm, args.window)
+            r = {"mode": f"{mode}, real learner training on CPU", "emulators": 2, **w, "raw_frames_per_s": raw,
+                 "ratio_to_raw_x_cores": w["frames_per_s"] / (raw * min(2, cores)),
+                 "cpu_us_per_frame": {"learner": 1e6 * w["learner_cpu_cores"] / w["frames_per_s"],
+                                      "actors": 1e6 * w["actors_cpu_cores"] / w["frames_per_s"]}}
+            results["runs"].append(r)
+            print(json.dumps(r), flush=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / "host_pipeline.json").write_text(json.dumps(results, indent=1))
     lines = ["| emulators | actors | frames/s | raw x min(N, cores) | ratio | CPU us/frame: actors + learner | rejected |",
