@@ -7,24 +7,30 @@ prints `host` or `process` and, on stderr, why. It learns the game from one hell
 learner (an actor id that never sends a heartbeat: the learner forgets it within 30 s and
 never counts it).
 
-The rule (measured in docs/BENCHMARKS.md, "Actor host"): a host when there are two emulators
-or more and the policy is the Nature CNN (image games: stable-retro); one-process actors for a
-single emulator (nothing to batch) and for small vector policies (CartPole's MLP, ConnectX),
-whose forward pass costs less than the host's extra hop.
+The rule (measured in docs/BENCHMARKS.md, "Actor host"): for a Nature CNN policy (image games:
+stable-retro), a host once there are at least two emulators a core: then the others step while
+the host's policy runs on a batch. With fewer, each emulator waits for its action while its
+core idles, and one-process actors (each core emulating and inferring by turns) are faster. With
+CUDA on the host the policy leaves the CPU, so a host from two emulators (not measured here: no
+GPU). One-process actors always for small vector policies (CartPole's MLP), whose forward pass
+costs less than the host's hop, and for two-player games (ConnectX: masks, opponents).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Any
 
 HOST_MODEL_KINDS = ("nature_cnn", "mlp")  # policies the actor host runs (no masks, no opponents)
 
 
-def choose(settings: dict[str, Any], actors: int) -> tuple[str, str]:
-    """("host" or "process", why) for `actors` emulators of the game a welcome's `settings` name."""
+def choose(settings: dict[str, Any], actors: int, cores: int | None = None,
+           cuda: bool | None = None) -> tuple[str, str]:
+    """("host" or "process", why) for `actors` emulators of the game a welcome's `settings` name,
+    on a machine with `cores` CPU cores (default: this one's) and CUDA or not (default: asks torch)."""
     kind = settings["model"]["kind"]
     if kind not in HOST_MODEL_KINDS or settings.get("two_player"):
         return "process", f"the actor host does not run {kind} policies (action masks, opponents)"
@@ -32,7 +38,17 @@ def choose(settings: dict[str, Any], actors: int) -> tuple[str, str]:
         return "process", "one emulator: nothing to batch"
     if kind != "nature_cnn":
         return "process", f"a small {kind} policy: batching it saves less than the host's extra hop costs"
-    return "host", f"{actors} emulators of an image game: one batched CNN instead of {actors} batch-1 copies"
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    if cuda:
+        return "host", f"{actors} emulators, the CNN batched on this host's GPU"
+    cores = cores or os.cpu_count() or 1
+    if actors >= 2 * cores:
+        return "host", f"{actors} emulators on {cores} cores: the others step while one batched CNN runs"
+    return "process", (f"{actors} emulators on {cores} cores: a host pays off from {2 * cores} (two a core); "
+                       "below that its inference hop leaves cores idle")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -96,10 +96,12 @@ def test_host_under_curve_stops_cleanly_on_ctrl_c(procs, tmp_path):
     assert last_metrics(run)["rejected_messages"] == 0
 
 
-def test_mode_rule_hosts_image_games_only():
+def test_mode_rule_hosts_image_games_from_two_emulators_a_core():
     air = actor_settings(Config(env="Airstriker-Genesis-v0"))
     cart = actor_settings(Config(env="CartPole-v1"))
-    assert choose(air, 2)[0] == "host" and choose(air, 8)[0] == "host"
-    assert choose(air, 1)[0] == "process", "one emulator: nothing to batch"
-    assert choose(cart, 8)[0] == "process", "a small MLP gains nothing from batching"
+    assert choose(air, 4, cores=2, cuda=False)[0] == "host" and choose(air, 8, cores=2, cuda=False)[0] == "host"
+    assert choose(air, 2, cores=2, cuda=False)[0] == "process", "as many emulators as cores: processes"
+    assert choose(air, 2, cores=2, cuda=True)[0] == "host", "the policy on a GPU"
+    assert choose(air, 1, cores=2, cuda=True)[0] == "process", "one emulator: nothing to batch"
+    assert choose(cart, 8, cores=2, cuda=False)[0] == "process", "a small MLP gains nothing from batching"
     assert choose(actor_settings(Config(env="connectx")), 8)[0] == "process", "masks and opponents"
