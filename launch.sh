@@ -4,8 +4,8 @@
 #   ./launch.sh N --learner tcp://HOST:PORT    only N actors, joining a learner elsewhere
 #   --actor-mode auto|host|process (either form): one actor host (N emulator processes, one
 #                batched policy) or N one-process actors; auto asks the learner for its game and
-#                picks by the rule in actor/mode.py (a host for an image game with at least two
-#                emulators a core, or from two with a GPU)
+#                picks by the rule in actor/mode.py (a host from two emulators a core, or for an
+#                image game from two with a GPU)
 #   --curve-dir DIR (either form): CURVE keys from `learner keygen DIR`; actor i uses actorI.key_secret
 #                (an actor host uses actor0.key_secret for all its emulators)
 #   ./launch.sh N --ray auto [--learner-on-ray] [--emulators-per-host K] [learner flags]
@@ -32,8 +32,8 @@ usage() {
 usage: ./launch.sh N [learner flags]             learner + N actors on this machine
        ./launch.sh N --learner tcp://HOST:PORT   N actors joining a running learner
        add --actor-mode auto|host|process to either form: an actor host (N emulators, one
-                   batched policy) or N one-process actors (default auto: a host for an image game
-                   such as Airstriker with two emulators a core or more, or a GPU; else processes)
+                   batched policy) or N one-process actors (default auto: a host from two emulators
+                   a core, or for an image game from two with a GPU; else processes)
        add --curve-dir DIR to either form for CURVE keys (learner keygen DIR --actors N)
        ./launch.sh N --ray auto|HOST:PORT [--learner-on-ray] [--num-cpus X]
                    [--emulators-per-host K|auto] [--node-ip-address IP]

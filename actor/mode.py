@@ -7,13 +7,12 @@ prints `host` or `process` and, on stderr, why. It learns the game from one hell
 learner (an actor id that never sends a heartbeat: the learner forgets it within 30 s and
 never counts it).
 
-The rule (measured in docs/BENCHMARKS.md, "Actor host"): for a Nature CNN policy (image games:
-stable-retro), a host once there are at least two emulators a core: then the others step while
-the host's policy runs on a batch. With fewer, each emulator waits for its action while its
-core idles, and one-process actors (each core emulating and inferring by turns) are faster. With
-CUDA on the host the policy leaves the CPU, so a host from two emulators (not measured here: no
-GPU). One-process actors always for small vector policies (CartPole's MLP), whose forward pass
-costs less than the host's hop, and for two-player games (ConnectX: masks, opponents).
+The rule (measured in docs/BENCHMARKS.md, "Actor host"): a host once there are at least two
+emulators a core: then the others step while the host's policy runs on a batch. With fewer,
+each emulator waits for its action while its core idles, and one-process actors (each core
+emulating and inferring by turns) are faster (Airstriker's CNN and CartPole's MLP alike). With
+CUDA on the host a CNN leaves the CPU, so a host from two emulators (not measured here: no GPU).
+One-process actors always for two-player games (ConnectX: masks, opponents).
 """
 
 from __future__ import annotations
@@ -36,17 +35,15 @@ def choose(settings: dict[str, Any], actors: int, cores: int | None = None,
         return "process", f"the actor host does not run {kind} policies (action masks, opponents)"
     if actors < 2:
         return "process", "one emulator: nothing to batch"
-    if kind != "nature_cnn":
-        return "process", f"a small {kind} policy: batching it saves less than the host's extra hop costs"
-    if cuda is None:
+    if cuda is None and kind == "nature_cnn":
         import torch
 
         cuda = torch.cuda.is_available()
-    if cuda:
+    if cuda and kind == "nature_cnn":
         return "host", f"{actors} emulators, the CNN batched on this host's GPU"
     cores = cores or os.cpu_count() or 1
     if actors >= 2 * cores:
-        return "host", f"{actors} emulators on {cores} cores: the others step while one batched CNN runs"
+        return "host", f"{actors} emulators on {cores} cores: the others step while one batched policy runs"
     return "process", (f"{actors} emulators on {cores} cores: a host pays off from {2 * cores} (two a core); "
                        "below that its inference hop leaves cores idle")
 

@@ -103,5 +103,6 @@ def test_mode_rule_hosts_image_games_from_two_emulators_a_core():
     assert choose(air, 2, cores=2, cuda=False)[0] == "process", "as many emulators as cores: processes"
     assert choose(air, 2, cores=2, cuda=True)[0] == "host", "the policy on a GPU"
     assert choose(air, 1, cores=2, cuda=True)[0] == "process", "one emulator: nothing to batch"
-    assert choose(cart, 8, cores=2, cuda=False)[0] == "process", "a small MLP gains nothing from batching"
+    assert choose(cart, 2, cores=2, cuda=True)[0] == "process", "an MLP stays on the CPU"
+    assert choose(cart, 8, cores=2, cuda=False)[0] == "host"
     assert choose(actor_settings(Config(env="connectx")), 8)[0] == "process", "masks and opponents"
