@@ -21,16 +21,31 @@ import zmq
 from common import protocol
 
 
-class HelloFlood:
-    def __init__(self, port: int, sockets: int = 50):
-        self.port, self.n = port, sockets
+class _ThreadedFlood:
+    """Runs `_run` in a daemon thread from `start()` until `stop()`; counts what it sent."""
+
+    def __init__(self, port: int):
+        self.port = port
         self.sent = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def start(self) -> HelloFlood:
+    def start(self):
         self._thread.start()
         return self
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+class HelloFlood(_ThreadedFlood):
+    def __init__(self, port: int, sockets: int = 50):
+        super().__init__(port)
+        self.n = sockets
 
     def _run(self) -> None:
         ctx = zmq.Context()
@@ -55,10 +70,6 @@ class HelloFlood:
         for s in socks:  # all at once, with whatever is still queued
             s.close(0)
         ctx.term()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(30)
 
 
 # ZMTP 3 greeting: signature (10 bytes), version, mechanism... only the signature is sent.
@@ -102,19 +113,13 @@ def object_bomb(size: int) -> bytes:
     return start[:-1] + b"\xdd" + n.to_bytes(4, "big") + b"\x90" * n  # array32 of n empty arrays
 
 
-class PushFlood:
+class PushFlood(_ThreadedFlood):
     """One message sent to the rollout port as fast as the learner takes it: object bombs
     (`object_bomb`), forged rollouts..."""
 
     def __init__(self, port: int, message: bytes):
-        self.port, self.message = port, message
-        self.sent = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> PushFlood:
-        self._thread.start()
-        return self
+        super().__init__(port)
+        self.message = message
 
     def _run(self) -> None:
         ctx = zmq.Context()
@@ -127,7 +132,3 @@ class PushFlood:
                 self.sent += 1
         s.close(0)
         ctx.term()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(30)
