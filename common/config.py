@@ -61,6 +61,10 @@ class Config:
     epochs: int = _f(1, "passes over each batch")
     minibatches: int = _f(1, "minibatches per pass (split along the batch of rollouts)")
     hidden_size: int = _f(64, "hidden units of the MLP used for vector observations")
+    model: str = _f("auto", "policy network: auto (Nature CNN for images, MLP for vectors), cnn, mlp, or lstm "
+                    "(an LSTM core after the encoder auto picks; try --frame-stack 1)",
+                    choices=("auto", "cnn", "mlp", "lstm"))
+    lstm_hidden: int = _f(128, "units of the LSTM core of --model lstm")
     exploration: str = _f(
         "none", "none, or epsilon: actor i mixes eps_i = eps_base**(1 + eps_alpha*i/7) uniform noise (Ape-X)",
         choices=("none", "epsilon"),
@@ -113,7 +117,7 @@ class Config:
 
     def __post_init__(self) -> None:
         positive = ("frame_skip", "frame_stack", "frame_size", "unroll_length", "batch_size",
-                    "max_policy_lag", "epochs", "minibatches", "hidden_size", "save_interval",
+                    "max_policy_lag", "epochs", "minibatches", "hidden_size", "lstm_hidden", "save_interval",
                     "max_checkpoints", "return_window", "max_actors", "min_actors", "max_snapshots",
                     "eval_games")
         for name in positive:
@@ -251,7 +255,8 @@ def resolve(args: argparse.Namespace, config_file: str | None) -> Config:
 # What a run does on start, not a setting of the run: config.toml records them as false.
 RUN_ACTIONS = ("resume", "overwrite")
 # Settings a resumed run must keep: they fix the model's shape and what its data means.
-FIXED_ON_RESUME = ("env", "frame_skip", "frame_stack", "frame_size", "action_set", "hidden_size")
+FIXED_ON_RESUME = ("env", "frame_skip", "frame_stack", "frame_size", "action_set", "hidden_size", "model",
+                   "lstm_hidden")
 
 
 def dump_toml(cfg: Config) -> str:

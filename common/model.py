@@ -1,5 +1,6 @@
 """Actor-critic networks shared by actor and learner: Nature CNN for images, MLP for vectors,
-a small CNN for ConnectX boards."""
+a small CNN for ConnectX boards, and an LSTM core after either encoder. Every one is an
+:class:`common.agent.Agent`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
+
+from common.agent import CELL_BOUND, Agent
 
 if TYPE_CHECKING:
     from common.config import Config
@@ -22,7 +25,7 @@ def _init(layer: nn.Module, gain: float = float(np.sqrt(2))) -> nn.Module:
     return layer
 
 
-class NatureCNN(nn.Module):
+class NatureCNN(Agent):
     """Mnih et al. 2015 torso on [N, stack, H, W] uint8 frames; policy and value heads."""
 
     def __init__(self, in_channels: int, frame_size: int, n_actions: int):
@@ -48,7 +51,7 @@ class NatureCNN(nn.Module):
         return self.policy(self.fc(self.torso(obs.float() * (1.0 / 255.0))))
 
 
-class MLP(nn.Module):
+class MLP(Agent):
     """Two tanh layers each for policy and value (CleanRL's CartPole agent)."""
 
     def __init__(self, obs_dim: int, n_actions: int, hidden: int):
@@ -70,7 +73,7 @@ class MLP(nn.Module):
         return self.policy(obs.float().flatten(1))
 
 
-class ConnectXNet(nn.Module):
+class ConnectXNet(Agent):
     """ConnectX [N, planes, 6, 7] boards: ``blocks`` 3x3 conv layers of ``channels`` (none: an
     MLP on the flat planes), two shared hidden layers, policy and value heads."""
 
@@ -101,28 +104,99 @@ class ConnectXNet(nn.Module):
         return self.policy(self.torso(self._planes(obs)))
 
 
-def model_spec(frame_shape: tuple[int, ...], frame_stack: int, n_actions: int, hidden: int) -> dict[str, Any]:
-    """Everything that fixes the architecture; travels in the welcome message."""
+MODEL_CHOICES = ("auto", "cnn", "mlp", "lstm")
+
+
+class RecurrentNet(Agent):
+    """An encoder (the Nature CNN's torso, or an MLP trunk), an LSTM cell, policy and value heads.
+    The cell's c is clamped to +-CELL_BOUND each step, so every state an actor holds is bounded."""
+
+    def __init__(self, spec: dict[str, Any]):
+        super().__init__()
+        stack, frame = spec["frame_stack"], spec["frame_shape"]
+        if spec["encoder"] == "cnn":
+            cnn = NatureCNN(stack, frame[0], 1)
+            self.encoder: nn.Module = nn.Sequential(cnn.torso, cnn.fc)
+            self.scale, n_feat = 1.0 / 255.0, 512
+        else:
+            hidden = spec["hidden"]
+            self.encoder = nn.Sequential(nn.Flatten(), _init(nn.Linear(int(np.prod(frame)) * stack, hidden)),
+                                         nn.Tanh())
+            self.scale, n_feat = 1.0, hidden
+        h = spec["lstm_hidden"]
+        self.cell = nn.LSTMCell(n_feat, h)
+        self.policy = _init(nn.Linear(h, spec["n_actions"]), 0.01)
+        self.value = _init(nn.Linear(h, 1), 1.0)
+        self.state_shape = (2, h)
+        self.state_bound = (1.0, CELL_BOUND)
+
+    def _cell(self, x: Tensor, state: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        h, c = self.cell(x, (state[:, 0], state[:, 1]))
+        c = c.clamp(-CELL_BOUND, CELL_BOUND)
+        return self.policy(h), self.value(h).squeeze(-1), torch.stack([h, c], dim=1)
+
+    def core(self, obs: Tensor, state: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return self._cell(self.encoder(obs.float() * self.scale), state)
+
+    def unroll(self, obs: Tensor, state0: Tensor, dones: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        # the encoder sees all T*B observations at once; only the cell steps through time
+        T, B = obs.shape[:2]
+        x = self.encoder(obs.flatten(0, 1).float() * self.scale).view(T, B, -1)
+        logits_t, values_t, states_t = [], [], []
+        state = state0
+        for t in range(T):
+            state = state * (~dones[t].bool()).to(state.dtype).view(B, 1, 1)
+            logits, value, state = self._cell(x[t], state)
+            logits_t.append(logits)
+            values_t.append(value)
+            states_t.append(state)
+        return torch.stack(logits_t), torch.stack(values_t), torch.stack(states_t)
+
+    def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """(logits, value) from the initial state: one observation with no memory."""
+        logits, value, _ = self.core(obs, self.initial_state(len(obs), obs.device))
+        return logits, value
+
+
+def model_spec(frame_shape: tuple[int, ...], frame_stack: int, n_actions: int, hidden: int,
+               model: str = "auto", lstm_hidden: int = 128) -> dict[str, Any]:
+    """Everything that fixes the architecture; travels in the welcome message. `model`: auto
+    (the Nature CNN for images, the MLP for vectors), cnn, mlp, or lstm (an LSTM core of
+    `lstm_hidden` units after the encoder auto picks)."""
     image = len(frame_shape) == 2
-    return {
-        "kind": "nature_cnn" if image else "mlp",
+    if model not in MODEL_CHOICES:
+        raise ValueError(f"model must be one of {', '.join(MODEL_CHOICES)}, got {model!r}")
+    if model == "cnn" and not image:
+        raise ValueError(f"--model cnn needs image observations, this env gives {tuple(frame_shape)}")
+    encoder = "cnn" if (model == "cnn" or (model in ("auto", "lstm") and image)) else "mlp"
+    spec = {
+        "kind": "nature_cnn" if encoder == "cnn" else "mlp",
         "frame_shape": list(frame_shape),
         "frame_stack": frame_stack if image else 1,
         "n_actions": n_actions,
         "hidden": hidden,
     }
+    if model == "lstm":
+        spec.update(kind="lstm", encoder=encoder, lstm_hidden=lstm_hidden)
+    return spec
 
 
 def env_model_spec(cfg: Config) -> tuple[EnvSignature, dict[str, Any]]:
     """The environment's signature and the model spec a configuration gives (the learner's
     derivation, in one place). Starts no retro emulator."""
     from common import envs
-    from common.config import env_kwargs
+    from common.config import ConfigError, env_kwargs
 
     sig = envs.env_signature(cfg.env, **env_kwargs(cfg, envs.is_retro_game(cfg.env)))
     if sig.two_player:
+        if cfg.model != "auto":
+            raise ConfigError(f"--model {cfg.model}: two-player boards run their own network (--model auto)")
         return sig, board_spec(sig.obs_shape, sig.n_actions, cfg.hidden_size, cfg.board_channels, cfg.board_blocks)
-    return sig, model_spec(sig.obs_shape, cfg.frame_stack, sig.n_actions, cfg.hidden_size)
+    try:
+        return sig, model_spec(sig.obs_shape, cfg.frame_stack, sig.n_actions, cfg.hidden_size, cfg.model,
+                               cfg.lstm_hidden)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def board_spec(frame_shape: tuple[int, ...], n_actions: int, hidden: int, channels: int, blocks: int) -> dict[str, Any]:
@@ -140,6 +214,8 @@ def build_model(spec: dict[str, Any]) -> nn.Module:
         return NatureCNN(spec["frame_stack"], spec["frame_shape"][0], spec["n_actions"])
     if spec["kind"] == "mlp":
         return MLP(int(np.prod(spec["frame_shape"])) * spec["frame_stack"], spec["n_actions"], spec["hidden"])
+    if spec["kind"] == "lstm":
+        return RecurrentNet(spec)
     if spec["kind"] == "connectx":
         planes, rows, columns = spec["frame_shape"]
         return ConnectXNet(planes, rows, columns, spec["n_actions"], spec["channels"], spec["blocks"],

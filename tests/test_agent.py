@@ -1,0 +1,88 @@
+"""The agent contract: the step loop an actor runs equals the unroll the learner runs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from common.agent import CELL_BOUND
+from common.config import Config, ConfigError
+from common.model import build_model, env_model_spec, model_spec
+
+SPECS = {
+    "lstm-mlp": model_spec((4,), 1, 3, 16, "lstm", 8),
+    "lstm-cnn": model_spec((84, 84), 1, 5, 16, "lstm", 8),
+    "mlp": model_spec((4,), 1, 3, 16, "auto"),
+}
+
+
+def _obs(spec, T, B, g):
+    shape = (T, B, spec["frame_stack"], *spec["frame_shape"]) if len(spec["frame_shape"]) == 2 else (T, B, *spec["frame_shape"])
+    if len(spec["frame_shape"]) == 2:
+        return torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)
+    return torch.randn(shape, generator=g)
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_step_loop_equals_unroll_with_resets(name):
+    torch.manual_seed(0)
+    spec = SPECS[name]
+    model = build_model(spec).eval()
+    T, B, g = 7, 3, torch.Generator().manual_seed(1)
+    obs = _obs(spec, T, B, g)
+    dones = torch.zeros(T, B, dtype=torch.bool)
+    dones[3, 0] = dones[5, 2] = dones[1, 1] = True
+    state0 = model.initial_state(B)
+    if model.recurrent:
+        state0 = torch.rand(B, *model.state_shape, generator=g) - 0.5
+    with torch.no_grad():
+        logits_u, values_u, states_u = model.unroll(obs, state0, dones)
+        state = state0
+        for t in range(T):
+            logits, value, state = model.step(obs[t], state, dones[t])
+            torch.testing.assert_close(logits, logits_u[t], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(value, values_u[t], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(state, states_u[t], atol=1e-5, rtol=1e-5)
+
+
+def test_reset_forgets_and_memory_matters():
+    """A done row starts from zeros whatever it held; without a done the state changes the output."""
+    torch.manual_seed(0)
+    model = build_model(SPECS["lstm-mlp"]).eval()
+    obs = torch.randn(2, 4)
+    held = torch.rand(2, *model.state_shape) * 2 - 1
+    with torch.no_grad():
+        reset, _, _ = model.step(obs, held, torch.tensor([True, True]))
+        fresh, _, _ = model.step(obs, model.initial_state(2), torch.tensor([False, False]))
+        kept, _, _ = model.step(obs, held, torch.tensor([False, False]))
+    torch.testing.assert_close(reset, fresh)
+    assert not torch.allclose(kept, fresh)
+
+
+def test_lstm_state_stays_within_its_bound():
+    model = build_model(SPECS["lstm-mlp"]).eval()
+    with torch.no_grad():
+        for p in model.cell.parameters():
+            p.fill_(5.0)  # input and forget gates open: c grows by about 1 a step
+        state = model.initial_state(1)
+        for _ in range(300):
+            _, _, state = model.step(torch.ones(1, 4), state, torch.tensor([False]))
+    assert state[0, 0].abs().max() <= 1.0
+    assert state[0, 1].abs().max() == pytest.approx(CELL_BOUND)
+
+
+def test_feed_forward_state_is_empty():
+    model = build_model(SPECS["mlp"])
+    assert not model.recurrent and model.initial_state(5).shape == (5, 0)
+
+
+def test_model_choice():
+    assert model_spec((84, 84), 4, 5, 16, "auto")["kind"] == "nature_cnn"
+    assert model_spec((84, 84), 4, 5, 16, "mlp")["kind"] == "mlp"
+    assert model_spec((4,), 1, 2, 16, "lstm")["encoder"] == "mlp"
+    with pytest.raises(ValueError, match="needs image observations"):
+        model_spec((4,), 1, 2, 16, "cnn")
+    with pytest.raises(ConfigError, match="model must be one of"):
+        Config(model="gru")
+    _, spec = env_model_spec(Config(env="CartPole-v1", model="lstm", lstm_hidden=32))
+    assert spec["kind"] == "lstm" and spec["lstm_hidden"] == 32
