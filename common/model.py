@@ -181,6 +181,14 @@ def model_spec(frame_shape: tuple[int, ...], frame_stack: int, n_actions: int, h
     return spec
 
 
+def state_spec(spec: dict[str, Any]) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """(shape, bound per row) of the recurrent state a model of `spec` carries: what a rollout's
+    core_state must be. ((0,), ()) for feed-forward models."""
+    if spec["kind"] == "lstm":
+        return (2, spec["lstm_hidden"]), (1.0, CELL_BOUND)
+    return (0,), ()
+
+
 def env_model_spec(cfg: Config) -> tuple[EnvSignature, dict[str, Any]]:
     """The environment's signature and the model spec a configuration gives (the learner's
     derivation, in one place). Starts no retro emulator."""

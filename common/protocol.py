@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, make_dataclass
 from typing import Any
 
 import lz4.block
@@ -230,6 +231,8 @@ class RolloutSpec:
     max_episode_steps: int | None = None
     action_mask: bool = False  # rollouts carry action_mask [T, n_actions] (legal actions)
     two_player: bool = False  # episodes carry opponent, seat and result
+    state_shape: tuple[int, ...] = (0,)  # the recurrent state at a rollout's start; (0,) = none
+    state_bound: tuple[float, ...] = ()  # the most |x| of each row of the state (its first axis)
 
     @property
     def max_rollout_bytes(self) -> int:
@@ -237,7 +240,8 @@ class RolloutSpec:
         T+1 frames, the stack's history and at most T final frames of truncated steps."""
         frame = math.prod(self.frame_shape) * ALLOWED_DTYPES[self.frame_dtype].itemsize
         mask = self.unroll_length * self.n_actions if self.action_mask else 0
-        return (2 * self.unroll_length + self.frame_stack) * frame + self.unroll_length * 14 + mask + 1024
+        state = math.prod(self.state_shape) * 4
+        return (2 * self.unroll_length + self.frame_stack) * frame + self.unroll_length * 14 + mask + state + 1024
 
     @property
     def max_message_bytes(self) -> int:
@@ -253,25 +257,8 @@ class RolloutSpec:
                       max_containers=self.unroll_length + 64)
 
 
-@dataclass
-class Rollout:
-    """A validated rollout. `frames[t]` is the newest frame seen at step t; frames[T] bootstraps."""
-
-    actor_id: int
-    policy_version: int
-    frames: np.ndarray  # [T+1, *frame_shape]
-    history: np.ndarray  # [frame_stack-1, *frame_shape]: older frames of frames[0]'s stack
-    actions: np.ndarray  # [T] int32
-    behaviour_logp: np.ndarray  # [T] float32
-    rewards: np.ndarray  # [T] float32
-    terminated: np.ndarray  # [T] bool
-    truncated: np.ndarray  # [T] bool
-    episodes: list[dict[str, Any]] = field(default_factory=list)
-    token: str = ""  # the secret the welcome gave this actor; binds the rollout to it
-    # [K, *frame_shape]: the newest frame of the observation a time limit hid, one per step
-    # that is truncated and not terminated (in step order); None = no such step
-    final_frames: np.ndarray | None = None
-    action_mask: np.ndarray | None = None  # [T, n_actions] bool, for envs with masks
+class _RolloutBase:
+    """What every Rollout offers besides its fields (which ROLLOUT_FIELDS makes)."""
 
     @property
     def steps(self) -> int:
@@ -293,31 +280,126 @@ class Rollout:
         return np.zeros((0, *self.frames.shape[1:]), self.frames.dtype)
 
 
+def _no_check(a: np.ndarray, spec: RolloutSpec, got: dict[str, np.ndarray]) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class RolloutField:
+    """One array a rollout carries: its dtype and shape under the spec (from the fields decoded
+    before it), its value check, and how collate joins it into a Batch."""
+
+    name: str
+    dtype: str  # "frame": the spec's frame dtype
+    shape: Callable[[RolloutSpec, dict[str, np.ndarray]], tuple[int, ...]]
+    check: Callable[[np.ndarray, RolloutSpec, dict[str, np.ndarray]], None] = _no_check
+    optional: bool = False  # None in a Rollout allowed; see `empty` for the wire
+    empty: Callable[[Any], np.ndarray] | None = None  # optional: what the wire carries for None (None: omitted)
+    present: Callable[[RolloutSpec], bool] = lambda spec: True
+    batch: str | None = "time"  # time: [T, B, ...] in a Batch; rollout: [B, ...]; None: collate's own
+    batch_dtype: str | None = None  # the Batch's dtype, when another than the wire's
+
+    def wire_dtype(self, spec: RolloutSpec) -> str:
+        return spec.frame_dtype if self.dtype == "frame" else self.dtype
+
+
+def _T(spec: RolloutSpec, got: dict) -> tuple[int, ...]:
+    return (spec.unroll_length,)
+
+
+def _check_logp(logp: np.ndarray, spec: RolloutSpec, got: dict) -> None:
+    # float32 rounding of a float64 log: a hair beyond the bounds is still an honest actor
+    if not (np.isfinite(logp).all() and (logp <= 1e-4).all() and (logp >= LOGP_FLOOR - 1e-3).all()):
+        raise ProtocolError(f"behaviour_logp must be log-probabilities in [{LOGP_FLOOR:.1f}, 0]")
+
+
+def _check_rewards(rewards: np.ndarray, spec: RolloutSpec, got: dict) -> None:
+    if not (np.isfinite(rewards).all() and np.abs(rewards).max() <= spec.max_abs_reward):
+        raise ProtocolError(f"rewards must be finite and within +-{spec.max_abs_reward:g} (--max-abs-reward)")
+
+
+def _check_actions(actions: np.ndarray, spec: RolloutSpec, got: dict) -> None:
+    if actions.min() < 0 or actions.max() >= spec.n_actions:
+        raise ProtocolError(f"actions must lie in [0, {spec.n_actions})")
+
+
+def _check_core_state(state: np.ndarray, spec: RolloutSpec, got: dict) -> None:
+    if state.size and not (np.isfinite(state).all() and (np.abs(state).reshape(len(state), -1).max(axis=1)
+                                                         <= np.asarray(spec.state_bound) * (1 + 1e-6)).all()):
+        bounds = ", ".join(f"{b:g}" for b in spec.state_bound)
+        raise ProtocolError(f"core_state must be finite and within +-({bounds}) row by row")
+
+
+ROLLOUT_FIELDS: tuple[RolloutField, ...] = (
+    RolloutField("frames", "frame", lambda spec, got: (spec.unroll_length + 1, *spec.frame_shape),
+                 lambda a, spec, got: _check_observations(a, "observations"), batch=None),
+    RolloutField("history", "frame", lambda spec, got: (spec.frame_stack - 1, *spec.frame_shape),
+                 lambda a, spec, got: _check_observations(a, "history observations"), batch=None),
+    RolloutField("actions", "int32", _T, _check_actions, batch_dtype="int64"),
+    RolloutField("behaviour_logp", "float32", _T, _check_logp),
+    RolloutField("rewards", "float32", _T, _check_rewards),
+    RolloutField("terminated", "bool", _T),
+    RolloutField("truncated", "bool", _T, batch=None),  # a Batch keeps `cut` instead
+    # [K, *frame_shape]: the newest frame of the observation a time limit hid, one per step
+    # that is truncated and not terminated (in step order)
+    RolloutField("final_frames", "frame",
+                 lambda spec, got: (int((got["truncated"] & ~got["terminated"]).sum()), *spec.frame_shape),
+                 lambda a, spec, got: _check_observations(a, "final observations"),
+                 optional=True, empty=lambda r: r.finals(), batch=None),
+    RolloutField("action_mask", "bool", lambda spec, got: (spec.unroll_length, spec.n_actions),
+                 lambda a, spec, got: _check_mask(a, got["actions"]), optional=True,
+                 present=lambda spec: spec.action_mask),
+    # the recurrent state the actor held at frames[0] (empty for feed-forward policies)
+    RolloutField("core_state", "float32", lambda spec, got: tuple(spec.state_shape), _check_core_state,
+                 optional=True, empty=lambda r: np.zeros(0, np.float32), batch="rollout"),
+)
+"""The rollout schema, once: the Rollout dataclass, the wire encoding, its bounds and the
+validation, the learner's Batch and collate all derive from it."""
+
+
+
+def rollout_class(fields: tuple[RolloutField, ...]) -> type:
+    """The Rollout dataclass of a field table: actor_id, policy_version, the required arrays,
+    episodes, token, then the optional arrays (None by default)."""
+    cls = make_dataclass(
+        "Rollout",
+        [("actor_id", int), ("policy_version", int)]
+        + [(f.name, np.ndarray) for f in fields if not f.optional]
+        + [("episodes", list, field(default_factory=list)),
+           ("token", str, field(default=""))]  # the secret the welcome gave this actor; binds the rollout to it
+        + [(f.name, "np.ndarray | None", field(default=None)) for f in fields if f.optional],
+        bases=(_RolloutBase,), namespace={"__module__": __name__},
+    )
+    cls.__doc__ = ("A validated rollout. `frames[t]` is the newest frame seen at step t; frames[T] "
+                   "bootstraps. Its arrays are those of ROLLOUT_FIELDS.")
+    return cls
+
+
+Rollout = rollout_class(ROLLOUT_FIELDS)
+
+
 def encode_rollout(r: Rollout, codec: str = "lz4", *, token: str | None = None) -> bytes:
     """A rollout as one message (carrying `token`, default r.token); image frames compressed
     with `codec`."""
     frame_codec = codec if r.frames.dtype == np.uint8 else "none"
-    extra = {} if r.action_mask is None else {"action_mask": pack_array(r.action_mask)}
-    return encode(
-        "rollout",
-        actor_id=r.actor_id,
-        token=r.token if token is None else token,
-        policy_version=r.policy_version,
-        frames=pack_array(r.frames, frame_codec),
-        history=pack_array(r.history, frame_codec),
-        actions=pack_array(r.actions),
-        behaviour_logp=pack_array(r.behaviour_logp),
-        rewards=pack_array(r.rewards),
-        terminated=pack_array(r.terminated),
-        truncated=pack_array(r.truncated),
-        final_frames=pack_array(r.finals(), frame_codec),
-        episodes=r.episodes,
-        **extra,
-    )
+    arrays = {}
+    for f in ROLLOUT_FIELDS:
+        value = getattr(r, f.name, None)
+        if value is None:
+            if f.empty is None:
+                continue
+            value = f.empty(r)
+        arrays[f.name] = pack_array(value, frame_codec if f.dtype == "frame" else "none")
+    return encode("rollout", actor_id=r.actor_id, token=r.token if token is None else token,
+                  policy_version=r.policy_version, episodes=r.episodes, **arrays)
 
 
-ROLLOUT_KEYS = {"v", "kind", "actor_id", "token", "policy_version", "frames", "history", "actions",
-                "behaviour_logp", "rewards", "terminated", "truncated", "final_frames", "episodes"}
+def rollout_keys(spec: RolloutSpec) -> set[str]:
+    """The keys a rollout message under `spec` has, exactly."""
+    return {"v", "kind", "actor_id", "token", "policy_version", "episodes"} | {
+        f.name for f in ROLLOUT_FIELDS if f.present(spec)}
+
+
 # Names of opponents in two-player games: the current policy, scripted players, snapshots.
 OPPONENT_NAME = re.compile(r"^(self|random|tactical|negamax\d?|snap\d{1,9})$")
 MAX_LEAGUE = 64  # opponents a league message may name
@@ -401,40 +483,21 @@ def validate_rollout(msg: dict[str, Any], spec: RolloutSpec, *, latest_version: 
     """
     if msg.get("kind") != "rollout":
         raise ProtocolError(f"expected a rollout, got {msg.get('kind')!r}")
-    keys = ROLLOUT_KEYS | ({"action_mask"} if spec.action_mask else set())
+    keys = rollout_keys(spec)
     if set(msg) != keys:
         raise ProtocolError(f"rollout fields differ from the schema: {sorted(set(msg) ^ keys)}")
-    T = spec.unroll_length
     actor_id = _int(msg, "actor_id", 0, 1 << 31)
     token = _token(msg["token"])
     version = _int(msg, "policy_version", 0, latest_version)
-    kw = {"max_bytes": max_bytes}
-    frames = unpack_array(msg["frames"], dtype=spec.frame_dtype, shape=(T + 1, *spec.frame_shape), **kw)
-    history = unpack_array(msg["history"], dtype=spec.frame_dtype,
-                           shape=(spec.frame_stack - 1, *spec.frame_shape), **kw)
-    actions = unpack_array(msg["actions"], dtype="int32", shape=(T,), **kw)
-    logp = unpack_array(msg["behaviour_logp"], dtype="float32", shape=(T,), **kw)
-    rewards = unpack_array(msg["rewards"], dtype="float32", shape=(T,), **kw)
-    terminated = unpack_array(msg["terminated"], dtype="bool", shape=(T,), **kw)
-    truncated = unpack_array(msg["truncated"], dtype="bool", shape=(T,), **kw)
-    cut = int((truncated & ~terminated).sum())
-    finals = unpack_array(msg["final_frames"], dtype=spec.frame_dtype, shape=(cut, *spec.frame_shape), **kw)
-    _check_observations(frames, "observations")
-    _check_observations(history, "history observations")
-    _check_observations(finals, "final observations")
-    if not (np.isfinite(rewards).all() and np.abs(rewards).max() <= spec.max_abs_reward):
-        raise ProtocolError(f"rewards must be finite and within +-{spec.max_abs_reward:g} (--max-abs-reward)")
-    # float32 rounding of a float64 log: a hair beyond the bounds is still an honest actor
-    if not (np.isfinite(logp).all() and (logp <= 1e-4).all() and (logp >= LOGP_FLOOR - 1e-3).all()):
-        raise ProtocolError(f"behaviour_logp must be log-probabilities in [{LOGP_FLOOR:.1f}, 0]")
-    if actions.min() < 0 or actions.max() >= spec.n_actions:
-        raise ProtocolError(f"actions must lie in [0, {spec.n_actions})")
-    mask = None
-    if spec.action_mask:
-        mask = unpack_array(msg["action_mask"], dtype="bool", shape=(T, spec.n_actions), **kw)
-        _check_mask(mask, actions)
+    got: dict[str, np.ndarray] = {}
+    for f in ROLLOUT_FIELDS:  # in table order: a shape may depend on fields before it
+        if not f.present(spec):
+            continue
+        got[f.name] = unpack_array(msg[f.name], dtype=f.wire_dtype(spec), shape=f.shape(spec, got),
+                                   max_bytes=max_bytes)
+        f.check(got[f.name], spec, got)
     episodes = msg["episodes"]
-    if not isinstance(episodes, list) or len(episodes) > T:
+    if not isinstance(episodes, list) or len(episodes) > spec.unroll_length:
         raise ProtocolError("episodes must be a list of at most unroll_length entries")
     clean = []
     fields = episode_fields(spec)
@@ -442,8 +505,7 @@ def validate_rollout(msg: dict[str, Any], spec: RolloutSpec, *, latest_version: 
         if not isinstance(ep, dict) or set(ep) != set(fields):
             raise ProtocolError(f"an episode is a map of {', '.join(fields)}")
         clean.append({k: check(ep[k]) for k, check in fields.items()})
-    return Rollout(actor_id, version, frames, history, actions, logp, rewards, terminated,
-                   truncated, clean, token, finals, mask)
+    return Rollout(actor_id=actor_id, policy_version=version, episodes=clean, token=token, **got)
 
 
 # ---------------------------------------------------------------------------- heartbeat

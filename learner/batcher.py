@@ -8,32 +8,16 @@ loop, was 88 % of the learner's ingest cost (stacks are 4x the bytes of the fram
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import field, make_dataclass
 
 import numpy as np
 
+from common import protocol
 from common.framestack import stack_indices
-from common.protocol import Rollout
+from common.protocol import Rollout, RolloutField
 
 
-@dataclass
-class Batch:
-    """Time-major training data; `gather_stacks(frames, stack_idx)` gives the T+1 observations
-    (the last one bootstraps), `final_stacks(...)` the observations time limits hid."""
-
-    frames: np.ndarray  # [T+stack, B, *frame_shape]: each rollout's history, then its T+1 frames
-    stack_idx: np.ndarray  # [T+1, B, stack] int64: the rows of `frames` that make each step's stack
-    actions: np.ndarray  # [T, B] int64
-    behaviour_logp: np.ndarray  # [T, B] float32
-    rewards: np.ndarray  # [T, B] float32
-    terminated: np.ndarray  # [T, B] bool: the game ended (no bootstrap)
-    cut: np.ndarray  # [T, B] bool: a time limit ended the episode, the game did not (bootstrap)
-    final_frames: np.ndarray  # [K, *frame_shape]: the newest frame of each hidden observation
-    final_at: np.ndarray  # [K, 2] int64: (t, b) of each
-    lags: np.ndarray  # [B] policy versions between the data and the learner
-    actor_ids: np.ndarray  # [B] who sent each rollout
-    action_mask: np.ndarray | None = None  # [T, B, A] bool: legal actions, for masked envs
-
+class _BatchBase:
     @property
     def transitions(self) -> int:
         return self.actions.size
@@ -41,6 +25,32 @@ class Batch:
     @property
     def dones(self) -> np.ndarray:
         return self.terminated | self.cut
+
+
+def batch_class(fields: tuple[RolloutField, ...]) -> type:
+    """The Batch dataclass of a rollout field table: the stacks, the table's fields with a batch
+    axis (optional ones None by default), and what collate computes."""
+    batched = [f for f in fields if f.batch is not None]
+    cls = make_dataclass(
+        "Batch",
+        [("frames", np.ndarray),  # [T+stack, B, *frame_shape]: each rollout's history, then its T+1 frames
+         ("stack_idx", np.ndarray)]  # [T+1, B, stack] int64: the rows of `frames` that make each step's stack
+        + [(f.name, np.ndarray) for f in batched if not f.optional]  # [T, B] (time) or [B, ...] (rollout)
+        + [("cut", np.ndarray),  # [T, B] bool: a time limit ended the episode, the game did not (bootstrap)
+           ("final_frames", np.ndarray),  # [K, *frame_shape]: the newest frame of each hidden observation
+           ("final_at", np.ndarray),  # [K, 2] int64: (t, b) of each
+           ("lags", np.ndarray),  # [B] policy versions between the data and the learner
+           ("actor_ids", np.ndarray)]  # [B] who sent each rollout
+        + [(f.name, "np.ndarray | None", field(default=None)) for f in batched if f.optional],
+        bases=(_BatchBase,), namespace={"__module__": __name__},
+    )
+    cls.__doc__ = ("Time-major training data; `gather_stacks(frames, stack_idx)` gives the T+1 observations "
+                   "(the last one bootstraps), `final_stacks(...)` the observations time limits hid; the "
+                   "fields of ROLLOUT_FIELDS with a batch axis are joined along it (None where absent).")
+    return cls
+
+
+Batch = batch_class(protocol.ROLLOUT_FIELDS)
 
 
 def gather_stacks(frames, stack_idx):
@@ -81,19 +91,24 @@ def collate(rollouts: list[Rollout], version: int) -> Batch:
         frames[:h, b] = r.history
         frames[h:, b] = r.frames
     at = [(t, b) for b, r in enumerate(rollouts) for t in np.flatnonzero(r.cut)]
+    joined = {}
+    for f in protocol.ROLLOUT_FIELDS:
+        if f.batch is None:
+            continue
+        values = [getattr(r, f.name) for r in rollouts]
+        if values[0] is None:
+            continue
+        a = np.stack(values, axis=1 if f.batch == "time" else 0)
+        joined[f.name] = a.astype(f.batch_dtype) if f.batch_dtype else a
     return Batch(
         frames=frames,
         stack_idx=np.stack([stack_indices(d, h + 1) for d in dones], axis=1),
-        actions=np.stack([r.actions for r in rollouts], axis=1).astype(np.int64),
-        behaviour_logp=np.stack([r.behaviour_logp for r in rollouts], axis=1),
-        rewards=np.stack([r.rewards for r in rollouts], axis=1),
-        terminated=np.stack([r.terminated for r in rollouts], axis=1),
         cut=np.stack([r.cut for r in rollouts], axis=1),
         final_frames=np.concatenate([r.finals() for r in rollouts]),
         final_at=np.array(at, dtype=np.int64).reshape(-1, 2),
         lags=np.array([version - r.policy_version for r in rollouts], dtype=np.int64),
         actor_ids=np.array([r.actor_id for r in rollouts], dtype=np.int64),
-        action_mask=None if first.action_mask is None else np.stack([r.action_mask for r in rollouts], axis=1),
+        **joined,
     )
 
 

@@ -26,7 +26,7 @@ import zmq.asyncio
 
 from common import envs, protocol, transport
 from common.config import Config, dump_toml, env_kwargs, resume_changes
-from common.model import build_model, env_model_spec, spec_hash, state_to_numpy
+from common.model import build_model, env_model_spec, spec_hash, state_spec, state_to_numpy
 from common.protocol import CONTROL_LIMITS, IllegalAction, ProtocolError, RolloutSpec
 from learner import checkpoint, run_info
 from learner.batcher import Batch, Batcher, collate
@@ -87,7 +87,8 @@ def specs(cfg: Config) -> tuple[dict[str, Any], dict[str, Any], RolloutSpec]:
     limit = kwargs["max_episode_steps"] or envs.registered_time_limit(cfg.env)
     spec = RolloutSpec(cfg.unroll_length, tuple(sig.obs_shape), sig.obs_dtype, model["frame_stack"],
                        sig.n_actions, kwargs["frame_skip"], cfg.max_abs_reward, limit,
-                       action_mask=sig.action_mask, two_player=sig.two_player)
+                       action_mask=sig.action_mask, two_player=sig.two_player,
+                       state_shape=state_spec(model)[0], state_bound=state_spec(model)[1])
     return kwargs, model, spec
 
 
