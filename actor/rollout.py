@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from common.framestack import FrameStack
-from common.policy import sample_action
+from common.policy import own_logp, sample_action
 from common.protocol import MAX_ABS_OBSERVATION, Rollout
 
 log = logging.getLogger("actor")
@@ -85,6 +85,8 @@ class RolloutBuilder:
         self.history = stack.history()
         self.actions = np.empty(T, dtype=np.int32)
         self.logp = np.empty(T, dtype=np.float32)
+        self.own_logp = np.empty(T, dtype=np.float32)
+        self.mixed = False  # a step's behaviour was a mixture: the rollout sends policy_logp
         self.rewards = np.empty(T, dtype=np.float32)
         self.terminated = np.zeros(T, dtype=bool)
         self.truncated = np.zeros(T, dtype=bool)
@@ -108,11 +110,15 @@ class RolloutBuilder:
                         "are not logged", reward, bound)
         return float(np.clip(np.nan_to_num(reward), -bound, bound))
 
-    def act(self, action: int, logp: float, policy_version: int, action_mask: np.ndarray | None = None) -> None:
-        """The action chosen at step t (under `action_mask`, for games with masks); a rollout
+    def act(self, action: int, logp: float, policy_version: int, action_mask: np.ndarray | None = None,
+            own_logp: float | None = None) -> None:
+        """The action chosen at step t (under `action_mask`, for games with masks); `own_logp`,
+        when exploration mixed noise in, its log-prob under the unmixed policy. A rollout
         carries the oldest policy version it used."""
         t = self.t
         self.actions[t], self.logp[t] = action, logp
+        self.own_logp[t] = logp if own_logp is None else own_logp
+        self.mixed |= own_logp is not None
         if self.masks is not None:
             self.masks[t] = action_mask
         if t == 0 or policy_version < self.policy_version:
@@ -156,7 +162,8 @@ class RolloutBuilder:
             return None
         rollout = Rollout(self.actor_id, self.policy_version, self.frames, self.history, self.actions,
                           self.logp, self.rewards, self.terminated, self.truncated, self.episodes,
-                          final_frames=np.stack(self.finals) if self.finals else None, action_mask=self.masks)
+                          final_frames=np.stack(self.finals) if self.finals else None, action_mask=self.masks,
+                          policy_logp=self.own_logp if self.mixed else None)
         self._start()
         return rollout
 
@@ -199,19 +206,24 @@ class RolloutCollector:
     def clipped_rewards(self) -> int:
         return self.builder.clipped_rewards
 
-    def _act(self, model: nn.Module) -> tuple[int, float]:
+    def _act(self, model: nn.Module) -> tuple[int, float, float | None]:
+        """(action, behaviour log-prob, log-prob under the unmixed policy when epsilon mixes)."""
         obs = torch.from_numpy(self.builder.stack.buf).unsqueeze(0)
         with torch.inference_mode():
             logits = model.policy_logits(obs)
-        return sample_action(logits[0], self.rng, epsilon=self.epsilon, action_mask=self.mask)
+        action, logp = sample_action(logits[0], self.rng, epsilon=self.epsilon, action_mask=self.mask)
+        if self.epsilon <= 0.0:
+            return action, logp, None
+        mask = None if self.mask is None else self.mask[None]
+        return action, logp, float(own_logp(logits, np.array([action]), mask)[0])
 
     def collect(self, model: nn.Module, policy_version: int) -> Rollout:
         b = self.builder
         clock = time.perf_counter
         while True:
             t0 = clock()
-            action, logp = self._act(model)
-            b.act(action, logp, policy_version, self.mask)
+            action, logp, own = self._act(model)
+            b.act(action, logp, policy_version, self.mask, own)
             t1 = clock()
             obs, reward, term, trunc, info = self.env.step(action)
             t2 = clock()

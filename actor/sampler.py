@@ -27,7 +27,7 @@ from actor.inference import BatchedPolicy
 from actor.rollout import RolloutBuilder
 from actor.slots import SlotLayout
 from common.envs import env_signature
-from common.policy import sample_actions
+from common.policy import own_logp, sample_actions
 from common.protocol import Rollout
 
 
@@ -157,13 +157,17 @@ class Sampler:
         t1 = clock()
         c1 = time.thread_time()
         uniforms = np.array([self.rngs[k].random() for k in batch])
-        actions, logp = sample_actions(logits, uniforms, self.epsilon[batch])
+        eps = self.epsilon[batch]
+        actions, logp = sample_actions(logits, uniforms, eps)
+        own = own_logp(logits, actions) if eps.any() else None  # the PPO ratio's reference
         self.pool.slots.action[batch] = actions
         t2 = clock()
         self.pool.act(batch)
         t3 = clock()
         for i, k in enumerate(batch):
-            self.builders[k].act(int(actions[i]), float(logp[i]), policy_version)
+            mixed = own is not None and eps[i] > 0.0
+            self.builders[k].act(int(actions[i]), float(logp[i]), policy_version,
+                                 own_logp=float(own[i]) if mixed else None)
             del self.waiting[k]
         st = self.stats
         st.batches += 1

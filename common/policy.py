@@ -82,6 +82,16 @@ def sample_action(logits: np.ndarray | torch.Tensor, rng: np.random.Generator, *
     return int(actions[0]), float(logp[0])
 
 
+def own_logp(logits: np.ndarray | torch.Tensor, actions: np.ndarray,
+             action_mask: np.ndarray | None = None) -> np.ndarray:
+    """float32 log-probabilities of `actions` ([B]) under the unmixed policy of `logits`
+    ([B, n_actions]), floored like the behaviour's: what an epsilon actor's PPO ratio is measured
+    against (the mixture stays the behaviour for V-trace)."""
+    probs = action_probs(logits, 0.0, action_mask)
+    picked = probs[np.arange(len(actions)), np.asarray(actions, dtype=np.int64)]
+    return np.log(np.maximum(picked, PROB_FLOOR)).astype(np.float32)
+
+
 def sample_actions(logits: np.ndarray | torch.Tensor, uniforms: np.ndarray,
                    epsilon: float | np.ndarray = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Actions (int32) and behaviour log-probabilities (float32) for a batch of logits

@@ -241,7 +241,7 @@ class RolloutSpec:
         frame = math.prod(self.frame_shape) * ALLOWED_DTYPES[self.frame_dtype].itemsize
         mask = self.unroll_length * self.n_actions if self.action_mask else 0
         state = math.prod(self.state_shape) * 4
-        return (2 * self.unroll_length + self.frame_stack) * frame + self.unroll_length * 14 + mask + state + 1024
+        return (2 * self.unroll_length + self.frame_stack) * frame + self.unroll_length * 18 + mask + state + 1024
 
     @property
     def max_message_bytes(self) -> int:
@@ -298,6 +298,8 @@ class RolloutField:
     present: Callable[[RolloutSpec], bool] = lambda spec: True
     batch: str | None = "time"  # time: [T, B, ...] in a Batch; rollout: [B, ...]; None: collate's own
     batch_dtype: str | None = None  # the Batch's dtype, when another than the wire's
+    may_omit: bool = False  # a sender without it leaves it out of the message (the Rollout holds None)
+    fill: Callable[[Any], np.ndarray] | None = None  # collate's value for a rollout without it, beside others with it
 
     def wire_dtype(self, spec: RolloutSpec) -> str:
         return spec.frame_dtype if self.dtype == "frame" else self.dtype
@@ -307,10 +309,13 @@ def _T(spec: RolloutSpec, got: dict) -> tuple[int, ...]:
     return (spec.unroll_length,)
 
 
-def _check_logp(logp: np.ndarray, spec: RolloutSpec, got: dict) -> None:
-    # float32 rounding of a float64 log: a hair beyond the bounds is still an honest actor
-    if not (np.isfinite(logp).all() and (logp <= 1e-4).all() and (logp >= LOGP_FLOOR - 1e-3).all()):
-        raise ProtocolError(f"behaviour_logp must be log-probabilities in [{LOGP_FLOOR:.1f}, 0]")
+def _logp_check(name: str) -> Callable[[np.ndarray, RolloutSpec, dict], None]:
+    def check(logp: np.ndarray, spec: RolloutSpec, got: dict) -> None:
+        # float32 rounding of a float64 log: a hair beyond the bounds is still an honest actor
+        if not (np.isfinite(logp).all() and (logp <= 1e-4).all() and (logp >= LOGP_FLOOR - 1e-3).all()):
+            raise ProtocolError(f"{name} must be log-probabilities in [{LOGP_FLOOR:.1f}, 0]")
+
+    return check
 
 
 def _check_rewards(rewards: np.ndarray, spec: RolloutSpec, got: dict) -> None:
@@ -336,7 +341,7 @@ ROLLOUT_FIELDS: tuple[RolloutField, ...] = (
     RolloutField("history", "frame", lambda spec, got: (spec.frame_stack - 1, *spec.frame_shape),
                  lambda a, spec, got: _check_observations(a, "history observations"), batch=None),
     RolloutField("actions", "int32", _T, _check_actions, batch_dtype="int64"),
-    RolloutField("behaviour_logp", "float32", _T, _check_logp),
+    RolloutField("behaviour_logp", "float32", _T, _logp_check("behaviour_logp")),
     RolloutField("rewards", "float32", _T, _check_rewards),
     RolloutField("terminated", "bool", _T),
     RolloutField("truncated", "bool", _T, batch=None),  # a Batch keeps `cut` instead
@@ -352,6 +357,10 @@ ROLLOUT_FIELDS: tuple[RolloutField, ...] = (
     # the recurrent state the actor held at frames[0] (empty for feed-forward policies)
     RolloutField("core_state", "float32", lambda spec, got: tuple(spec.state_shape), _check_core_state,
                  optional=True, empty=lambda r: np.zeros(0, np.float32), batch="rollout"),
+    # exploration (issues 17, 22): the log-prob under the actor's unmixed policy, the PPO ratio's
+    # reference; sent only by actors that mixed noise in (behaviour_logp stays V-trace's mixture)
+    RolloutField("policy_logp", "float32", _T, _logp_check("policy_logp"), optional=True,
+                 may_omit=True, fill=lambda r: r.behaviour_logp),
 )
 """The rollout schema, once: the Rollout dataclass, the wire encoding, its bounds and the
 validation, the learner's Batch and collate all derive from it."""
@@ -395,9 +404,14 @@ def encode_rollout(r: Rollout, codec: str = "lz4", *, token: str | None = None) 
 
 
 def rollout_keys(spec: RolloutSpec) -> set[str]:
-    """The keys a rollout message under `spec` has, exactly."""
+    """The keys every rollout message under `spec` has (besides those a sender may omit)."""
     return {"v", "kind", "actor_id", "token", "policy_version", "episodes"} | {
-        f.name for f in ROLLOUT_FIELDS if f.present(spec)}
+        f.name for f in ROLLOUT_FIELDS if f.present(spec) and not f.may_omit}
+
+
+def omissible_keys(spec: RolloutSpec) -> set[str]:
+    """The keys a rollout message under `spec` may have or leave out."""
+    return {f.name for f in ROLLOUT_FIELDS if f.present(spec) and f.may_omit}
 
 
 # Names of opponents in two-player games: the current policy, scripted players, snapshots.
@@ -484,14 +498,14 @@ def validate_rollout(msg: dict[str, Any], spec: RolloutSpec, *, latest_version: 
     if msg.get("kind") != "rollout":
         raise ProtocolError(f"expected a rollout, got {msg.get('kind')!r}")
     keys = rollout_keys(spec)
-    if set(msg) != keys:
-        raise ProtocolError(f"rollout fields differ from the schema: {sorted(set(msg) ^ keys)}")
+    if set(msg) - omissible_keys(spec) != keys:
+        raise ProtocolError(f"rollout fields differ from the schema: {sorted((set(msg) - omissible_keys(spec)) ^ keys)}")
     actor_id = _int(msg, "actor_id", 0, 1 << 31)
     token = _token(msg["token"])
     version = _int(msg, "policy_version", 0, latest_version)
     got: dict[str, np.ndarray] = {}
     for f in ROLLOUT_FIELDS:  # in table order: a shape may depend on fields before it
-        if not f.present(spec):
+        if not f.present(spec) or (f.may_omit and f.name not in msg):
             continue
         got[f.name] = unpack_array(msg[f.name], dtype=f.wire_dtype(spec), shape=f.shape(spec, got),
                                    max_bytes=max_bytes)

@@ -96,8 +96,10 @@ def collate(rollouts: list[Rollout], version: int) -> Batch:
         if f.batch is None:
             continue
         values = [getattr(r, f.name) for r in rollouts]
-        if values[0] is None:
+        if all(v is None for v in values):
             continue
+        if f.fill is not None:  # some rollouts sent it, others had none to send
+            values = [f.fill(r) if v is None else v for r, v in zip(rollouts, values, strict=True)]
         a = np.stack(values, axis=1 if f.batch == "time" else 0)
         joined[f.name] = a.astype(f.batch_dtype) if f.batch_dtype else a
     return Batch(

@@ -6,6 +6,15 @@ The actors' behaviour policy lags the learner's, so the V-trace correction (see
 negative advantage the surrogate is also bounded below by ``dual_clip * advantage`` (dual-clip
 PPO, Ye et al. 2020): without it a ratio as large as the bounds on behaviour_logp allow
 (``exp(69)``) makes a gradient that overflows float32.
+
+With epsilon exploration the behaviour is a mixture ``(1 - eps) * mu + eps * uniform``: V-trace
+corrects for that mixture (``behaviour_logp``), while the PPO ratio is measured against the
+actor's own policy ``mu`` (``policy_logp``), else a high-epsilon actor's confident actions have
+``pi / mixture`` far above ``1 + clip_eps`` and get no gradient.
+
+The logged ``approx_kl`` and ``rho`` are computed on log-ratios clamped to
+``+-STAT_LOG_RATIO_BOUND``: one action at the log-prob floor (a ratio of ``exp(69)``) would
+otherwise make the batch's mean read 5e28.
 """
 
 from __future__ import annotations
@@ -63,8 +72,11 @@ STAT_KEYS = (
     "losses/approx_kl",
     "losses/clipfrac",
     "losses/rho_mean",
+    "losses/rho_median",
     "losses/total",
 )
+STAT_LOG_RATIO_BOUND = 3.0
+"""Log-ratios enter the logged statistics clamped to +-this (ratios within [0.05, 20])."""
 
 
 def appo_loss(
@@ -79,6 +91,7 @@ def appo_loss(
     action_mask: Tensor | None = None,
     truncated: Tensor | None = None,
     final_values: Tensor | None = None,
+    policy_logp: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """Compute the APPO loss for one time-major batch (the trainer's minibatch) of trajectories.
 
@@ -88,7 +101,8 @@ def appo_loss(
         bootstrap_value: ``[B]`` current value of the observation after the last step;
             only used (detached) inside the V-trace targets.
         actions: ``[T, B]`` int64 actions taken by the actors.
-        behaviour_logp: ``[T, B]`` log-prob of each action under the actor's policy.
+        behaviour_logp: ``[T, B]`` log-prob of each action under the distribution it was drawn
+            from (with epsilon exploration, the mixture): V-trace's ``mu``.
         rewards: ``[T, B]`` rewards.
         discounts: ``[T, B]`` per-step discounts, ``gamma * (1 - terminated)``.
         cfg: loss hyper-parameters.
@@ -99,6 +113,8 @@ def appo_loss(
         truncated: ``[T, B]`` bool, steps a time limit ended (the game did not); their
             targets bootstrap from ``final_values`` (see :mod:`learner.vtrace`). Optional.
         final_values: ``[T, B]`` value of the observation a time limit hid (detached).
+        policy_logp: ``[T, B]`` log-prob of each action under the actor's unmixed policy: the
+            PPO ratio's reference. None: ``behaviour_logp`` (no exploration noise).
 
     Returns:
         ``(loss, stats)``: the scalar loss to minimise,
@@ -111,7 +127,8 @@ def appo_loss(
     if logits.dim() != 3:
         raise ValueError(f"logits must be [T, B, A], got shape {tuple(logits.shape)}")
     tb = logits.shape[:2]
-    for name, t in (("values", values), ("actions", actions), ("behaviour_logp", behaviour_logp)):
+    for name, t in (("values", values), ("actions", actions), ("behaviour_logp", behaviour_logp),
+                    ("policy_logp", behaviour_logp if policy_logp is None else policy_logp)):
         if t.shape != tb:
             raise ValueError(f"{name} must be [T, B] = {tuple(tb)}, got {tuple(t.shape)}")
     if actions.dtype != torch.int64:
@@ -121,8 +138,9 @@ def appo_loss(
         raise ValueError(f"action_mask must be [T, B, A] = {tuple(logits.shape)}, got {tuple(action_mask.shape)}")
     log_probs = F.log_softmax(mask_logits(logits, action_mask), dim=-1)
     logp = log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-    log_ratio = logp - behaviour_logp
-    log_rhos = log_ratio.detach()
+    log_rhos = (logp - behaviour_logp).detach()
+    # the surrogate's ratio: pi over the actor's own policy, not over the epsilon mixture
+    log_ratio = logp - (behaviour_logp if policy_logp is None else policy_logp)
 
     # rewards/discounts/bootstrap shapes are validated inside V-trace.
     vtrace = from_importance_weights(
@@ -160,12 +178,14 @@ def appo_loss(
     loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy
 
     with torch.no_grad():
-        approx_kl = ((ratio - 1.0) - log_ratio).mean()
+        bound = STAT_LOG_RATIO_BOUND
+        kl_log_ratio = log_ratio.detach().clamp(-bound, bound)
+        approx_kl = (kl_log_ratio.exp() - 1.0 - kl_log_ratio).mean()  # Schulman's k3, >= 0
         clipfrac = ((ratio - 1.0).abs() > cfg.clip_eps).to(ratio.dtype).mean()
-        rho_mean = log_rhos.exp().mean()
+        rhos = log_rhos.clamp(-bound, bound).exp()
         # One device->host transfer for all stats instead of one sync per .item().
         values_list = torch.stack(
-            [policy_loss, value_loss, entropy, approx_kl, clipfrac, rho_mean, loss]
+            [policy_loss, value_loss, entropy, approx_kl, clipfrac, rhos.mean(), rhos.flatten().median(), loss]
         ).tolist()
     stats = dict(zip(STAT_KEYS, values_list, strict=True))
     return loss, stats

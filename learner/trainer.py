@@ -77,6 +77,7 @@ class Trainer:
         obs = gather_stacks(frames, stack_idx)
         actions = self._tensor(batch.actions)
         logp = self._tensor(batch.behaviour_logp)
+        own = None if batch.policy_logp is None else self._tensor(batch.policy_logp)
         rewards = self._tensor(batch.rewards)
         # truncation is not termination: a step cut by a time limit keeps its discount and
         # bootstraps from the value of the observation the limit hid
@@ -100,7 +101,8 @@ class Trainer:
                 loss, s = appo_loss(logits[:-1], values[:-1], values[-1], actions[:, mb], logp[:, mb],
                                     rewards[:, mb], discounts[:, mb], self.loss_cfg,
                                     None if masks is None else masks[:, mb],
-                                    truncated=cut[:, mb], final_values=final_values[:, mb])
+                                    truncated=cut[:, mb], final_values=final_values[:, mb],
+                                    policy_logp=None if own is None else own[:, mb])
                 if not math.isfinite(s["losses/total"]):
                     return UpdateResult(skipped="loss")
                 self.optimizer.zero_grad(set_to_none=True)

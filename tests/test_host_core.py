@@ -107,6 +107,10 @@ def test_same_seed_same_rollout_as_the_one_process_actor():
         np.testing.assert_array_equal(got.rewards, want.rewards)
         np.testing.assert_array_equal(got.terminated, want.terminated)
         np.testing.assert_allclose(got.behaviour_logp, want.behaviour_logp, rtol=1e-5)
+        # epsilon 0.05: both send the unmixed policy's log-probs for the PPO ratio (issue 17)
+        assert got.policy_logp is not None and not np.array_equal(got.policy_logp, got.behaviour_logp)
+        np.testing.assert_allclose(got.policy_logp, want.policy_logp, rtol=1e-5)
+    assert all(r.policy_logp is None for r in out.get(1, []))  # the greedy neighbour sends none
 
 
 def test_time_limits_send_the_observation_they_hid():

@@ -50,6 +50,15 @@ def test_actors_and_learner_update_and_adopt_weights(procs, tmp_path):
     assert row["frames"] > 30 * 256 and row["episodes"] > 0 and row["rejected_messages"] == 0
 
 
+def test_epsilon_actors_send_their_own_log_probs_and_the_learner_trains_on_them(procs, tmp_path):
+    port = free_base_port()
+    run = tmp_path / "run"
+    procs.learner(*CARTPOLE, "--exploration", "epsilon", port=port, run_dir=run)
+    procs.actor(port, "a0")  # actor 0: the ladder's most exploring rung (epsilon 0.4)
+    row = wait_for(lambda: (m := last_metrics(run)).get("updates", 0) >= 5 and m, 90, "5 updates")
+    assert row["rejected_messages"] == 0 and row["frames"] > 5 * 256
+
+
 def test_spec_in_welcome_matches_cartpole(procs, tmp_path):
     port = free_base_port()
     procs.learner("--env", "CartPole-v1", "--seed", "7", port=port, run_dir=tmp_path / "run")
