@@ -97,11 +97,11 @@ class Trainer:
                 logits, values = self.model(obs[:, mb].flatten(0, 1))
                 logits = logits.view(T1, len(mb), -1)
                 values = values.view(T1, len(mb))
-                final_values = self._final_values(final_obs, final_at, T1 - 1, B)
+                final_values = self._final_values(final_obs, final_at, T1 - 1, mb, B)
                 loss, s = appo_loss(logits[:-1], values[:-1], values[-1], actions[:, mb], logp[:, mb],
                                     rewards[:, mb], discounts[:, mb], self.loss_cfg,
                                     None if masks is None else masks[:, mb],
-                                    truncated=cut[:, mb], final_values=final_values[:, mb],
+                                    truncated=cut[:, mb], final_values=final_values,
                                     policy_logp=None if own is None else own[:, mb])
                 if not math.isfinite(s["losses/total"]):
                     return UpdateResult(skipped="loss")
@@ -117,11 +117,18 @@ class Trainer:
                 n += 1
         return UpdateResult({k: v / n for k, v in stats.items()})
 
-    def _final_values(self, final_obs: torch.Tensor, final_at: torch.Tensor, T: int, B: int) -> torch.Tensor:
-        """[T, B]: V(x_final) at the steps a time limit cut, with the current weights (zero elsewhere)."""
-        out = torch.zeros(T, B, device=self.device)
+    def _final_values(self, final_obs: torch.Tensor, final_at: torch.Tensor, T: int, mb: torch.Tensor,
+                      B: int) -> torch.Tensor:
+        """[T, len(mb)]: V(x_final) at the minibatch's steps a time limit cut, with the current
+        weights (zero elsewhere); the forward runs on the minibatch's hidden observations only."""
+        out = torch.zeros(T, len(mb), device=self.device)
         if len(final_obs):
-            with torch.no_grad():
-                _, v = self.model(final_obs)
-            out[final_at[:, 0], final_at[:, 1]] = v.to(out.dtype)
+            column = torch.full((B,), -1, dtype=torch.int64, device=self.device)
+            column[mb] = torch.arange(len(mb), device=self.device)  # batch column -> minibatch column
+            cols = column[final_at[:, 1]]
+            mine = cols >= 0
+            if bool(mine.any()):
+                with torch.no_grad():
+                    _, v = self.model(final_obs[mine])
+                out[final_at[mine, 0], cols[mine]] = v.to(out.dtype)
         return out

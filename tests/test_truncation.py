@@ -71,3 +71,46 @@ def test_learner_bootstraps_from_the_value_of_the_hidden_observation():
     b = _batch(0.0)
     assert b.cut[3].all() and not b.terminated.any() and b.dones[3].all()  # still a stack reset
     assert b.final_frames.shape == (2, 4) and b.final_at.tolist() == [[3, 0], [3, 1]]
+
+
+class FullFinalForward(Trainer):
+    """The trainer as it was: every minibatch step ran the final-value forward over the whole batch."""
+
+    def _final_values(self, final_obs, final_at, T, mb, B):
+        out = torch.zeros(T, B)
+        with torch.no_grad():
+            _, v = self.model(final_obs)
+        out[final_at[:, 0], final_at[:, 1]] = v
+        return out[:, mb]
+
+
+def _cut_batch():
+    T, rng = 8, np.random.default_rng(3)
+    rollouts = []
+    for b in range(4):
+        cut = np.zeros(T, bool)
+        cut[[b, 6]] = True  # two time limits a rollout, at different steps
+        rollouts.append(Rollout(b, 0, rng.normal(size=(T + 1, 4)).astype(np.float32), np.zeros((0, 4), np.float32),
+                                rng.integers(0, 2, T).astype(np.int32), np.full(T, np.log(0.5), np.float32),
+                                np.ones(T, np.float32), np.zeros(T, bool), cut,
+                                final_frames=rng.normal(size=(2, 4)).astype(np.float32) * 3))
+    return collate(rollouts, 0)
+
+
+def test_each_minibatch_runs_the_final_value_forward_on_its_own_hidden_observations_only():
+    cfg = Config(env="CartPole-v1", vf_coef=1.0, epochs=2, minibatches=2, unroll_length=8)
+    trainers = []
+    for cls in (Trainer, FullFinalForward):
+        torch.manual_seed(0)
+        trainers.append(cls(build_model(model_spec((4,), 1, 2, 16)), cfg, torch.device("cpu")))
+    rows: list[int] = []
+    trainers[0].model.register_forward_hook(lambda m, inputs, out: rows.append(inputs[0].shape[0]))
+    torch.manual_seed(1)
+    new = trainers[0].update(_cut_batch())
+    torch.manual_seed(1)  # the same minibatch order
+    old = trainers[1].update(_cut_batch())
+    # per step: the minibatch's 2 x 9 observations, then its 2 x 2 hidden ones (not all 8)
+    assert rows == [18, 4] * 4
+    assert new.stats["losses/value_loss"] == old.stats["losses/value_loss"]
+    for a, b in zip(trainers[0].model.state_dict().values(), trainers[1].model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
