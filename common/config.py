@@ -51,6 +51,8 @@ class Config:
     batch_size: int = _f(512, "transitions per update in async mode (rounded up to whole rollouts)")
     max_policy_lag: int = _f(20, "rollouts made with a policy this many versions old or older are dropped")
     lr: float = _f(5e-4, "Adam learning rate")
+    anneal_lr: bool = _f(True, "anneal the learning rate linearly to 0 over --total-frames (CleanRL), by the "
+                         "frames trained on; --resume continues from the checkpoint's frames; no effect without --total-frames")
     adam_eps: float = _f(1e-5, "Adam epsilon")
     max_grad_norm: float = _f(0.5, "global gradient norm clip")
     gamma: float = _f(0.99, "discount factor")
@@ -58,6 +60,7 @@ class Config:
     clip_eps: float = _f(0.2, "PPO ratio clip")
     vf_coef: float = _f(0.5, "value loss coefficient")
     ent_coef: float = _f(0.01, "entropy bonus coefficient")
+    normalize_advantages: bool = _f(True, "standardise the V-trace advantages of each minibatch before the PPO surrogate")
     epochs: int = _f(1, "passes over each batch")
     minibatches: int = _f(1, "minibatches per pass (split along the batch of rollouts)")
     hidden_size: int = _f(64, "hidden units of the MLP used for vector observations")

@@ -115,7 +115,7 @@ class Learner:
         self.device = pick_device(cfg.device)
         torch.set_num_threads(torch_threads(cfg))
         torch.manual_seed(cfg.seed)  # the initial weights and the minibatch order follow --seed
-        self.trainer = Trainer(build_model(self.model_spec), cfg, self.device)
+        self.trainer = Trainer(build_model(self.model_spec), cfg, self.device, frames_per_step=self.spec.frame_skip)
         self.episodes = EpisodeBook(self.spec, rewards_are_returns=not cfg.clip_rewards)
         self.session = secrets.token_hex(8)  # names this learner process; not a seed
         self.version = 0
@@ -180,6 +180,7 @@ class Learner:
         for group in self.trainer.optimizer.param_groups:  # the flags given now, not the saved ones
             group["lr"], group["eps"] = self.cfg.lr, self.cfg.adam_eps
         counters = dict(ckpt["counters"])
+        self.trainer.frames_done = int(counters.get("frames", 0))  # --anneal-lr goes on from there
         self.version = int(counters.get("version", counters.get("updates", 0)))
         log.info("resumed %s: %d updates, %d frames", path, counters.get("updates", 0), counters.get("frames", 0))
         if changed:

@@ -44,13 +44,15 @@ def finite_parameters(model: nn.Module) -> bool:
 class Trainer:
     """Owns the model on its device and the optimizer; `update` runs one batch."""
 
-    def __init__(self, model: nn.Module, cfg: Config, device: torch.device):
+    def __init__(self, model: nn.Module, cfg: Config, device: torch.device, *, frames_per_step: int = 1):
         self.device = device
         self.model = model.to(device)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
         self.cfg = cfg
         self.loss_cfg = LossConfig(clip_eps=cfg.clip_eps, vf_coef=cfg.vf_coef, ent_coef=cfg.ent_coef,
-                                   lambda_=cfg.vtrace_lambda)
+                                   lambda_=cfg.vtrace_lambda, normalize_advantages=cfg.normalize_advantages)
+        self.frames_per_step = frames_per_step
+        self.frames_done = 0  # emulator frames of the batches trained on (a resumed run sets it)
 
     def _tensor(self, a: np.ndarray, dtype: torch.dtype | None = None) -> torch.Tensor:
         t = torch.from_numpy(a)
@@ -58,9 +60,20 @@ class Trainer:
             t = t.pin_memory().to(self.device, non_blocking=True)
         return t if dtype is None else t.to(dtype)
 
+    def learning_rate(self) -> float:
+        """--lr, annealed linearly to 0 over --total-frames by the frames trained on (--anneal-lr)."""
+        cfg = self.cfg
+        if not (cfg.anneal_lr and cfg.total_frames):
+            return cfg.lr
+        return cfg.lr * max(0.0, 1.0 - self.frames_done / cfg.total_frames)
+
     def update(self, batch: Batch) -> UpdateResult:
         """One pass of `epochs` x `minibatches` steps over the batch, or none at all when any
         step meets a non-finite loss or gradient norm (or would leave non-finite weights)."""
+        lr = self.learning_rate()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.frames_done += batch.transitions * self.frames_per_step  # consumed, even if skipped
         model_before = copy.deepcopy(self.model.state_dict())
         optimizer_before = copy.deepcopy(self.optimizer.state_dict())
         result = self._steps(batch)
@@ -69,6 +82,8 @@ class Trainer:
         if result.skipped is not None:
             self.model.load_state_dict(model_before)
             self.optimizer.load_state_dict(optimizer_before)
+        else:
+            result.stats["charts/learning_rate"] = lr
         return result
 
     def _steps(self, batch: Batch) -> UpdateResult:

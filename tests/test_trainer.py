@@ -78,3 +78,22 @@ def test_values_at_every_bound_a_real_actor_can_reach_keep_the_weights_finite():
         assert result.skipped is None, result
     assert finite_parameters(t.model)
     assert t.update(batch()).skipped is None
+
+
+def test_learning_rate_anneals_linearly_to_zero_over_total_frames():
+    t = trainer(lr=1e-3, total_frames=4 * B * T * 2, minibatches=2)  # 4 batches of B x T steps, frame skip 2
+    t.frames_per_step = 2
+    lrs = []
+    for _ in range(5):
+        result = t.update(batch())
+        lrs.append(result.stats["charts/learning_rate"])
+        assert t.optimizer.param_groups[0]["lr"] == lrs[-1]
+    np.testing.assert_allclose(lrs, [1e-3, 0.75e-3, 0.5e-3, 0.25e-3, 0.0])
+    assert t.frames_done == 5 * B * T * 2
+
+
+def test_learning_rate_stays_without_total_frames_or_with_anneal_off():
+    for cfg in ({"total_frames": 0}, {"total_frames": B * T, "anneal_lr": False}):
+        t = trainer(lr=3e-4, **cfg)
+        for _ in range(3):
+            assert t.update(batch()).stats["charts/learning_rate"] == 3e-4
