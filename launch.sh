@@ -48,7 +48,8 @@ EOF
 }
 
 # ensure_env [EXTRAS]: the project and its optional extras (default "dev"; "dev,ray" for the
-# tests and for --ray) installed in .venv; reinstalls when pyproject.toml changed.
+# tests and for --ray) installed in .venv, with the atari extra always (ale-py: Atari games);
+# reinstalls when pyproject.toml changed.
 ensure_env() {
   local extras="${1:-dev}" stamp="$VENV/.retrofleet-installed" want have
   want="$(cat "$ROOT/pyproject.toml" | sha1sum | cut -d' ' -f1)"
@@ -66,7 +67,7 @@ ensure_env() {
   if ! "$PY" -c "import torch" >/dev/null 2>&1; then
     "$PY" -m pip install -q "$TORCH_SPEC" >>"$logf" 2>&1 || { tail -20 "$logf"; die "installing $TORCH_SPEC failed (log: $logf)"; }
   fi
-  "$PY" -m pip install -q -e "$ROOT[$extras]" >>"$logf" 2>&1 || { tail -20 "$logf"; die "installing retrofleet failed (log: $logf)"; }
+  "$PY" -m pip install -q -e "$ROOT[$extras,atari]" >>"$logf" 2>&1 || { tail -20 "$logf"; die "installing retrofleet failed (log: $logf)"; }
   echo "$want $extras" > "$stamp"
   rm -f "$logf"
   say "environment ready"

@@ -56,7 +56,7 @@ class ActorClient:
             env, actor_id=welcome.actor_id, seed=welcome.seed,
             unroll_length=s["unroll_length"], frame_stack=s["model"]["frame_stack"],
             frame_skip=s["env_kwargs"]["frame_skip"], epsilon=welcome.epsilon,
-            max_abs_reward=float(s["max_abs_reward"]),
+            max_abs_reward=float(s["max_abs_reward"]), lives=bool(s.get("lives", False)),
         )
         self.collector.on_first_episode = self._log_first_episode
         log.info("waiting for the first weights")

@@ -41,7 +41,8 @@ def run(spec: dict) -> int:
             if terminated or truncated:
                 final = obs if truncated and not terminated else None
                 obs, _ = env.reset()
-            slots.write(slot, obs, reward, info.get("raw_reward", reward), terminated, truncated, final)
+            slots.write(slot, obs, reward, info.get("raw_reward", reward), terminated, truncated, final,
+                        info.get("game_over", True))
             busy[slot] += clock() - t0
             say_ready(ready_fd, slot, generation)
     except BrokenPipeError:

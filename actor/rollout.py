@@ -61,8 +61,10 @@ class RolloutBuilder:
     """
 
     def __init__(self, first_obs: np.ndarray, *, actor_id: int, unroll_length: int, frame_stack: int,
-                 frame_skip: int = 1, max_abs_reward: float = 1e6, mask_size: int = 0):
+                 frame_skip: int = 1, max_abs_reward: float = 1e6, mask_size: int = 0,
+                 lives: bool = False):
         first_obs = bounded_observation(first_obs)
+        self.lives = lives  # episodes say whether the game ended or only a life (game_over)
         self.actor_id = actor_id
         self.T = unroll_length
         self.frame_skip = frame_skip
@@ -128,10 +130,11 @@ class RolloutBuilder:
 
     def observe(self, obs: np.ndarray, reward: float, terminated: bool, truncated: bool,
                 raw_reward: float | None = None, final_obs: np.ndarray | None = None,
-                episode_info: dict | None = None) -> Rollout | None:
+                episode_info: dict | None = None, game_over: bool = True) -> Rollout | None:
         """The emulator's answer to step t (after an episode's end, `obs` is the reset frame,
         `final_obs` the one a time limit hid and `episode_info` what a two-player game says of
-        the game: opponent, seat, result); the finished rollout after every T steps."""
+        the game: opponent, seat, result; `game_over` False when the end was a lost life, the game
+        going on); the finished rollout after every T steps."""
         t = self.t
         obs = bounded_observation(obs)
         self.rewards[t] = self._bounded(float(reward))
@@ -148,6 +151,8 @@ class RolloutBuilder:
             if episode_info and "result" in episode_info:
                 episode.update(opponent=episode_info["opponent"], seat=episode_info["seat"],
                                result=episode_info["result"])
+            if self.lives:
+                episode["game_over"] = bool(game_over)
             self.episodes.append(episode)
             self.episode_return, self.episode_length = 0.0, 0
             if self.first_episode_actions is not None:
@@ -173,7 +178,7 @@ class RolloutCollector:
 
     def __init__(self, env: gym.Env, *, actor_id: int, seed: int, unroll_length: int,
                  frame_stack: int, frame_skip: int = 1, epsilon: float = 0.0,
-                 max_abs_reward: float = 1e6):
+                 max_abs_reward: float = 1e6, lives: bool = False):
         self.env = env
         self.epsilon = epsilon
         self.rng = np.random.default_rng(seed)
@@ -182,7 +187,7 @@ class RolloutCollector:
         self.mask: np.ndarray | None = info.get("action_mask")
         self.builder = RolloutBuilder(obs, actor_id=actor_id, unroll_length=unroll_length,
                                       frame_stack=frame_stack, frame_skip=frame_skip,
-                                      max_abs_reward=max_abs_reward,
+                                      max_abs_reward=max_abs_reward, lives=lives,
                                       mask_size=0 if self.mask is None else len(self.mask))
         self.times = StepTimes()
 
@@ -234,7 +239,7 @@ class RolloutCollector:
             if self.mask is not None:
                 self.mask = info["action_mask"]
             rollout = b.observe(obs, reward, term, trunc, step_info.get("raw_reward", reward), final_obs=final,
-                                episode_info=step_info)
+                                episode_info=step_info, game_over=step_info.get("game_over", True))
             t3 = clock()
             self.times.infer += t1 - t0
             self.times.emulate += t2 - t1

@@ -59,8 +59,9 @@ class SamplerStats:
 
 class Sampler:
     def __init__(self, pool: EmulatorPool, policy: BatchedPolicy, *, unroll_length: int,
-                 frame_stack: int, frame_skip: int, max_abs_reward: float = 1e6):
+                 frame_stack: int, frame_skip: int, max_abs_reward: float = 1e6, lives: bool = False):
         self.pool = pool
+        self.lives = lives
         self.policy = policy
         self.unroll_length = unroll_length
         self.frame_stack = frame_stack
@@ -90,7 +91,7 @@ class Sampler:
                             **pool_options)
         return cls(pool, BatchedPolicy(model, device, n, dtype), unroll_length=settings["unroll_length"],
                    frame_stack=model["frame_stack"], frame_skip=kwargs["frame_skip"],
-                   max_abs_reward=float(settings.get("max_abs_reward", 1e6)))
+                   max_abs_reward=float(settings.get("max_abs_reward", 1e6)), lives=sig.lives)
 
     def close(self) -> None:
         self.pool.close()
@@ -130,13 +131,15 @@ class Sampler:
             if b is None:  # the emulator's first answer: its reset observation
                 b = self.builders[k] = RolloutBuilder(
                     pool_slots.obs[k], actor_id=member.actor_id, unroll_length=self.unroll_length,
-                    frame_stack=self.frame_stack, frame_skip=self.frame_skip, max_abs_reward=self.max_abs_reward)
+                    frame_stack=self.frame_stack, frame_skip=self.frame_skip, max_abs_reward=self.max_abs_reward,
+                    lives=self.lives)
                 if self.first_episode_hooks[k] is not None:
                     b.on_first_episode = self.first_episode_hooks[k]
             else:
                 term, trunc = bool(pool_slots.terminated[k]), bool(pool_slots.truncated[k])
                 r = b.observe(pool_slots.obs[k], float(pool_slots.reward[k]), term, trunc,
-                              float(pool_slots.raw_reward[k]), pool_slots.final[k] if trunc and not term else None)
+                              float(pool_slots.raw_reward[k]), pool_slots.final[k] if trunc and not term else None,
+                              game_over=bool(pool_slots.game_over[k]))
                 if r is not None:
                     done.append((k, r))
             self.waiting[k] = None

@@ -49,6 +49,7 @@ class SlotLayout:
             ("raw_reward", (n,), np.dtype(np.float64)),
             ("terminated", (n,), np.dtype(np.bool_)),
             ("truncated", (n,), np.dtype(np.bool_)),
+            ("game_over", (n,), np.dtype(np.bool_)),  # False when an end was a lost life
             ("action", (n,), np.dtype(np.int32)),
             ("busy", (n,), np.dtype(np.float64)),  # seconds the emulator spent stepping, summed
         ]
@@ -63,7 +64,7 @@ class SlotLayout:
 
 class Slots:
     """Numpy views of the shared slots (`obs`, `final`, `reward`, `raw_reward`, `terminated`,
-    `truncated`, `action`, `busy`), each indexed by slot first."""
+    `truncated`, `game_over`, `action`, `busy`), each indexed by slot first."""
 
     def __init__(self, layout: SlotLayout, fd: int, *, owner: bool):
         if not 0 < layout.n <= MAX_SLOTS:
@@ -90,7 +91,7 @@ class Slots:
         return cls(layout, fd, owner=False)
 
     def write(self, k: int, obs: np.ndarray, reward: float, raw_reward: float, terminated: bool,
-              truncated: bool, final: np.ndarray | None = None) -> None:
+              truncated: bool, final: np.ndarray | None = None, game_over: bool = True) -> None:
         """Emulator side: what step of slot k returned (obs is the reset frame after an end,
         `final` the observation a time limit hid)."""
         self.obs[k] = obs
@@ -100,6 +101,7 @@ class Slots:
         self.raw_reward[k] = raw_reward
         self.terminated[k] = terminated
         self.truncated[k] = truncated
+        self.game_over[k] = game_over
 
     def close(self) -> None:
         for name, _, _ in self.layout.fields():

@@ -74,10 +74,11 @@ def random_baseline(env_id: str, episodes: int, seed: int = 0) -> float:
     """Mean return of uniformly random actions under the training preprocessing."""
     import numpy as np
 
-    from common.config import Config, env_kwargs
-    from common.envs import is_retro_game, make_env
+    from common.config import Config
+    from common.envs import make_env
+    from common.families import env_settings
 
-    env = make_env(env_id, seed=seed, **env_kwargs(Config(env=env_id), is_retro_game(env_id)))
+    env = make_env(env_id, seed=seed, **env_settings(Config(env=env_id)))
     rng = np.random.default_rng(seed)
     returns = []
     try:

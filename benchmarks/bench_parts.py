@@ -65,11 +65,12 @@ def _collector(seed: int = 1):
     import torch
 
     from actor.rollout import RolloutCollector
-    from common.config import Config, env_kwargs
+    from common.config import Config
     from common.envs import make_env
+    from common.families import env_settings
 
     torch.set_num_threads(1)
-    env = make_env(ENV, seed=seed, **env_kwargs(Config(), True))
+    env = make_env(ENV, seed=seed, **env_settings(Config()))
     model, spec = _model_and_spec()
     collector = RolloutCollector(env, actor_id=0, seed=seed, unroll_length=T, frame_stack=4,
                                  frame_skip=SKIP)
@@ -503,11 +504,12 @@ def vector_env(seconds: float, n_envs: int) -> dict[str, Any]:
     import gymnasium as gym
     import torch
 
-    from common.config import Config, env_kwargs
+    from common.config import Config
     from common.envs import make_env
+    from common.families import env_settings
 
     torch.set_num_threads(1)
-    kwargs = env_kwargs(Config(), True)
+    kwargs = env_settings(Config())
     fns = [lambda i=i: make_env(ENV, seed=100 + i, **kwargs) for i in range(n_envs)]
     envs = gym.vector.AsyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     model, _ = _model_and_spec()

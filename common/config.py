@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -32,13 +33,17 @@ class Config:
     env: str = _f("Airstriker-Genesis-v0", "stable-retro game id (ends in -v0) or Gymnasium id")
     preset: str = _f("auto", "settings for the env from common/presets.toml: auto (picked by --env), "
                      "a section's name, or none; flags and --config override it")
-    frame_skip: int = _f(4, "emulator frames per agent step for retro games (max over the last two)")
+    frame_skip: int = _f(4, "emulator frames per agent step for retro and Atari games (max over the last two); "
+                         "other families step once (a line says so when it is given)")
     frame_stack: int = _f(4, "frames stacked into one observation for image games")
     frame_size: int = _f(84, "image observations are grayscale frame_size x frame_size")
     max_episode_steps: int = _f(
-        0, "time limit in agent steps; 0 = 27,000 for retro games, the registered limit for Gymnasium"
+        0, "time limit in agent steps; 0 = 27,000 for retro and Atari games (a whole game), the registered limit for Gymnasium"
     )
     clip_rewards: bool = _f(False, "clip rewards to their sign (-1, 0, 1)")
+    repeat_action_probability: float = _f(
+        0.25, "Atari sticky actions: each frame the emulator repeats the previous action with this "
+        "probability (0.25 as ALE v5 and Machado et al. 2018; 0 as the v4 NoFrameskip ids)")
     max_abs_reward: float = _f(
         1e6, "actors clip each step's reward (and what enters episode returns) to +-this; the learner rejects rollouts beyond it"
     )
@@ -134,6 +139,8 @@ class Config:
             raise ConfigError(f"max_abs_reward must be at most 1e12, got {self.max_abs_reward:g}")
         if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.vtrace_lambda <= 1.0:
             raise ConfigError("gamma and vtrace_lambda must lie in [0, 1]")
+        if not 0.0 <= self.repeat_action_probability <= 1.0:
+            raise ConfigError(f"repeat_action_probability must lie in [0, 1], got {self.repeat_action_probability}")
         if not 0.0 <= self.eps_base <= 1.0:
             raise ConfigError(f"eps_base must lie in [0, 1], got {self.eps_base}")
         if self.max_episode_steps < 0 or self.total_frames < 0 or self.update_delay < 0 or self.torch_threads < 0:
@@ -159,6 +166,10 @@ class Config:
         if self.board_channels < 0 or self.board_blocks < 0 or (self.board_blocks > 0) != (self.board_channels > 0):
             raise ConfigError("board_channels and board_blocks are both 0 (an MLP) or both positive")
         self.shares()  # checks the form of league_shares
+        from common.families import family_for
+
+        if not family_for(self.env).uses_frame_skip:
+            self.frame_skip = 1  # what such a family uses, so what config.toml records
 
     # derived values, computed in one place
     def shares(self) -> dict[str, float]:
@@ -252,7 +263,14 @@ def resolve(args: argparse.Namespace, config_file: str | None) -> Config:
     values = {k: _coerce(k, v) for k, v in preset.items()}
     values.update(chosen)
     values["preset"] = name
-    return Config(**values)
+    cfg = Config(**values)
+    if "frame_skip" in values and values["frame_skip"] != cfg.frame_skip:
+        from common.families import family_for
+
+        print(f"note: --frame-skip {values['frame_skip']} does not apply to {cfg.env} (a "
+              f"{family_for(cfg.env).name} env steps once per action): frame_skip = 1 is used",
+              file=sys.stderr, flush=True)
+    return cfg
 
 
 # What a run does on start, not a setting of the run: config.toml records them as false.
@@ -292,15 +310,3 @@ def actor_epsilon(cfg: Config, actor_id: int) -> float:
         return 0.0
     rung = actor_id % 8
     return float(cfg.eps_base ** (1.0 + cfg.eps_alpha * rung / 7.0))
-
-
-def env_kwargs(cfg: Config, is_retro: bool) -> dict[str, Any]:
-    """Keyword arguments of common.envs.make_env for this configuration."""
-    steps = cfg.max_episode_steps or (27_000 if is_retro else None)
-    return {
-        "frame_skip": cfg.frame_skip if is_retro else 1,
-        "max_episode_steps": steps,
-        "clip_rewards": cfg.clip_rewards,
-        "frame_size": cfg.frame_size,
-        "action_set": cfg.action_set,
-    }

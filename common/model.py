@@ -193,9 +193,10 @@ def env_model_spec(cfg: Config) -> tuple[EnvSignature, dict[str, Any]]:
     """The environment's signature and the model spec a configuration gives (the learner's
     derivation, in one place). Starts no retro emulator."""
     from common import envs
-    from common.config import ConfigError, env_kwargs
+    from common.config import ConfigError
+    from common.families import env_settings
 
-    sig = envs.env_signature(cfg.env, **env_kwargs(cfg, envs.is_retro_game(cfg.env)))
+    sig = envs.env_signature(cfg.env, **env_settings(cfg))
     if sig.two_player:
         if cfg.model != "auto":
             raise ConfigError(f"--model {cfg.model}: two-player boards run their own network (--model auto)")

@@ -1,8 +1,8 @@
 """Per-environment presets: common/presets.toml, a section of settings per environment family.
 
 `resolve_preset(name, env)` gives the section's name and settings: `name` "auto" picks the first
-section whose `envs` patterns (or `retro_games = true`) match `env`, "none" gives none, any other
-name must be a section. common.config applies them between the defaults and a --config file.
+section whose `envs` patterns match `env`, else the section its game family names
+(common/families/), "none" gives none, any other name must be a section. common.config applies them between the defaults and a --config file.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from common.config import ConfigError
 
 PRESETS_FILE = Path(__file__).with_name("presets.toml")
-MATCH_KEYS = ("envs", "retro_games")  # how a section says which envs it is for; not settings
+MATCH_KEYS = ("envs",)  # how a section says which envs it is for; not settings
 
 
 @cache
@@ -36,13 +36,7 @@ def settings(section: dict[str, Any]) -> dict[str, Any]:
 
 
 def _matches(section: dict[str, Any], env: str) -> bool:
-    if any(fnmatch.fnmatchcase(env, pattern) for pattern in section.get("envs", [])):
-        return True
-    if section.get("retro_games"):
-        from common.envs import is_retro_game
-
-        return is_retro_game(env)
-    return False
+    return any(fnmatch.fnmatchcase(env, pattern) for pattern in section.get("envs", []))
 
 
 def resolve_preset(name: str, env: str) -> tuple[str, dict[str, Any]]:
@@ -54,7 +48,15 @@ def resolve_preset(name: str, env: str) -> tuple[str, dict[str, Any]]:
         for section_name, section in presets.items():
             if _matches(section, env):
                 return section_name, settings(section)
-        return "none", {}
+        from common.families import family_for
+
+        family_preset = family_for(env).preset_for(env)
+        if family_preset is None:
+            return "none", {}
+        if family_preset not in presets:
+            raise ConfigError(f"the {family_for(env).name} family's preset {family_preset!r} is not "
+                              f"a section of {PRESETS_FILE.name}")
+        return family_preset, settings(presets[family_preset])
     if name not in presets:
         raise ConfigError(f"unknown preset {name!r}; choose from auto, none, {', '.join(presets)} "
                           f"(sections of {PRESETS_FILE.name})")

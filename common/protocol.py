@@ -233,6 +233,7 @@ class RolloutSpec:
     two_player: bool = False  # episodes carry opponent, seat and result
     state_shape: tuple[int, ...] = (0,)  # the recurrent state at a rollout's start; (0,) = none
     state_bound: tuple[float, ...] = ()  # the most |x| of each row of the state (its first axis)
+    lives: bool = False  # episodes end at a lost life and carry game_over (common/families/atari.py)
 
     @property
     def max_rollout_bytes(self) -> int:
@@ -482,9 +483,19 @@ TWO_PLAYER_FIELDS = {
 }
 
 
+def _game_over(value: Any) -> bool:
+    if type(value) is not bool:
+        raise ProtocolError(f"episode game_over must be true or false, got {str(value)[:40]}")
+    return value
+
+
+LIVES_FIELDS = {"game_over": _game_over}  # False: a life was lost and the game goes on
+
+
 def episode_fields(spec: RolloutSpec) -> dict[str, Any]:
     """The fields every episode of a rollout has under `spec`, each with its check."""
-    return EPISODE_FIELDS | TWO_PLAYER_FIELDS if spec.two_player else EPISODE_FIELDS
+    return (EPISODE_FIELDS | (TWO_PLAYER_FIELDS if spec.two_player else {})
+            | (LIVES_FIELDS if spec.lives else {}))
 
 
 def validate_rollout(msg: dict[str, Any], spec: RolloutSpec, *, latest_version: int,

@@ -15,6 +15,11 @@ is the sum of those rewards. Otherwise (its actor rejoined mid-episode, a rollou
 flight, or it lies) it is counted in `episodes` but kept out of the mean return and
 --stop-at-return (`unverified_episodes`): no actor can end a run or move its curve with
 returns the learner did not see.
+
+Games with lives (spec.lives: Atari) end a training episode at every lost life; each episode
+then says whether the game ended (game_over). The rules above hold for each such episode, and
+the statistics count whole games: `check` returns a game, its episodes summed, once it ends
+(over the time limit: rejected; verified only if every episode of it was).
 """
 
 from __future__ import annotations
@@ -52,13 +57,16 @@ class EpisodeBook:
         self.spec = spec
         self.rewards_are_returns = rewards_are_returns
         self.tracks: dict[int, Track] = {}
+        self.games: dict[int, Episode] = {}  # with lives: each actor's game so far (its lives lost)
 
     def start(self, actor_id: int, *, fresh: bool) -> None:
         """An actor joined: a fresh one starts its first episode, a rejoining one is mid-episode."""
         self.tracks[actor_id] = Track(whole=fresh)
+        self.games[actor_id] = Episode(0.0, 0, 0, fresh)
 
     def forget(self, actor_id: int) -> None:
         self.tracks.pop(actor_id, None)
+        self.games.pop(actor_id, None)
 
     def check(self, r: Rollout) -> list[Episode]:
         """The rollout's episodes, checked; ProtocolError (state untouched) if they do not fit."""
@@ -89,7 +97,25 @@ class EpisodeBook:
         else:
             track = Track(track.steps + len(tail), track.reward + float(tail.sum()),
                           track.reward_abs + float(np.abs(tail).sum()), track.whole)
+        if self.spec.lives:
+            out = self._games(r.actor_id, out, [ep["game_over"] for ep in r.episodes])
         self.tracks[r.actor_id] = track
+        return out
+
+    def _games(self, actor_id: int, lives: list[Episode], game_over: list[bool]) -> list[Episode]:
+        """The games that `lives` (episodes that each end at a lost life or a game's end) finish."""
+        game = self.games.get(actor_id) or Episode(0.0, 0, 0, False)
+        out = []
+        for ep, over in zip(lives, game_over, strict=True):
+            game = Episode(game.ret + ep.ret, game.length + ep.length, game.frames + ep.frames,
+                           game.verified and ep.verified)
+            limit = self.spec.max_episode_steps
+            if limit is not None and game.length > limit:
+                raise ProtocolError(f"game length {game.length} is over the time limit {limit}")
+            if over:
+                out.append(game)
+                game = Episode(0.0, 0, 0, True)
+        self.games[actor_id] = game
         return out
 
     def _returns_match(self, ep: dict, reward: float, reward_abs: float) -> bool:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from common.config import env_kwargs
+from common.families import family_for
 from learner.policy import PolicyError, load_policy
 
 log = logging.getLogger("learner")
@@ -97,17 +97,16 @@ def _image_picture(obs: np.ndarray, min_size: int = 168) -> np.ndarray:
     return frame if frame.ndim == 3 else np.stack([frame] * 3, axis=-1)
 
 
-def _frame_source(env, is_retro: bool, frame_skip: int, current_obs):
+def _frame_source(env, env_id: str, frame_skip: int, current_obs):
     """A function returning the current RGB frame, and the agent steps per second of the env.
 
     `current_obs()` returns the newest preprocessed observation (for the fallback picture).
     """
+    own = family_for(env_id).video_source(env, frame_skip)
+    if own is not None:
+        return own
     unwrapped = env.unwrapped
     meta = getattr(unwrapped, "metadata", {}) or {}
-    if is_retro:
-        # render_mode=None still keeps the emulator's screen; get_screen() reads it.
-        hz = float(meta.get("video.frames_per_second", 60.0)) / frame_skip
-        return (lambda: unwrapped.get_screen()), hz
     hz = float(meta.get("render_fps") or 30.0) / frame_skip
     if "rgb_array" in (meta.get("render_modes") or ()):
         old = getattr(unwrapped, "render_mode", None)
@@ -184,8 +183,6 @@ def evaluate(
     checkpoint the file played) plus ``'video'`` (the path) when a video was written.
     Raises ``EvaluateError`` with a one-line message for anything a user can fix.
     """
-    from common import envs
-
     if episodes < 1:
         raise EvaluateError(f"episodes must be at least 1, got {episodes}")
     if max_steps is not None and max_steps < 1:
@@ -204,9 +201,8 @@ def evaluate(
         newest = [np.asarray(obs)]
         recorder: _Recorder | None = None
         if video_path is not None:
-            is_retro = envs.is_retro_game(policy.config.env)
-            skip = env_kwargs(policy.config, is_retro)["frame_skip"]
-            grab, hz = _frame_source(env, is_retro, skip, lambda: newest[0])
+            skip = policy.config.frame_skip  # what the family uses (Config records it so)
+            grab, hz = _frame_source(env, policy.config.env, skip, lambda: newest[0])
             recorder = _Recorder(grab, hz)
         for episode in range(episodes):
             if episode:

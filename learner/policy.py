@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from common.config import FIELDS, Config, ConfigError, env_kwargs
+from common.config import FIELDS, Config, ConfigError
 from common.framestack import FrameStack
 from common.model import build_model
 from common.policy import action_probs, sample_action
@@ -65,8 +65,9 @@ class Policy:
         """The environment the policy was trained on, with the same preprocessing (frame skip,
         grayscale, resize, time limit). Rewards are the game's own unless `clip_rewards`."""
         from common import envs
+        from common.families import env_settings
 
-        kwargs = env_kwargs(self.config, envs.is_retro_game(self.config.env))
+        kwargs = env_settings(self.config)
         kwargs["clip_rewards"] = clip_rewards
         try:
             env = envs.make_env(self.config.env, seed=seed, **kwargs)

@@ -25,7 +25,8 @@ import zmq
 import zmq.asyncio
 
 from common import envs, protocol, transport
-from common.config import Config, dump_toml, env_kwargs, resume_changes
+from common.config import Config, dump_toml, resume_changes
+from common.families import env_settings
 from common.model import build_model, env_model_spec, spec_hash, state_spec, state_to_numpy
 from common.protocol import CONTROL_LIMITS, IllegalAction, ProtocolError, RolloutSpec
 from learner import checkpoint, run_info
@@ -82,13 +83,13 @@ def torch_threads(cfg: Config) -> int:
 def specs(cfg: Config) -> tuple[dict[str, Any], dict[str, Any], RolloutSpec]:
     """What a configuration agrees with its actors: make_env's arguments, the model spec and
     the rollout spec (the shapes and bounds every rollout must keep)."""
-    kwargs = env_kwargs(cfg, envs.is_retro_game(cfg.env))
+    kwargs = env_settings(cfg)
     sig, model = env_model_spec(cfg)
-    limit = kwargs["max_episode_steps"] or envs.registered_time_limit(cfg.env)
     spec = RolloutSpec(cfg.unroll_length, tuple(sig.obs_shape), sig.obs_dtype, model["frame_stack"],
-                       sig.n_actions, kwargs["frame_skip"], cfg.max_abs_reward, limit,
-                       action_mask=sig.action_mask, two_player=sig.two_player,
-                       state_shape=state_spec(model)[0], state_bound=state_spec(model)[1])
+                       sig.n_actions, kwargs["frame_skip"], cfg.max_abs_reward,
+                       envs.time_limit(cfg.env, kwargs), action_mask=sig.action_mask,
+                       two_player=sig.two_player, state_shape=state_spec(model)[0],
+                       state_bound=state_spec(model)[1], lives=sig.lives)
     return kwargs, model, spec
 
 
@@ -99,7 +100,7 @@ def actor_settings(cfg: Config) -> dict[str, Any]:
             "model": model, "max_message_bytes": int(cfg.max_message_mb * (1 << 20)),
             "publish_interval": cfg.publish_interval, "rollout_bytes": spec.max_rollout_bytes,
             "max_abs_reward": cfg.max_abs_reward, "sync_timeout": cfg.sync_timeout,
-            "two_player": spec.two_player}
+            "two_player": spec.two_player, "lives": spec.lives}
 
 
 class Learner:

@@ -15,16 +15,15 @@ import pytest
 import stable_retro
 
 from common.envs import (
-    BUTTON_SETS,
     EnvError,
     EnvSignature,
     GrayResize,
     MaxAndSkip,
-    _button_set,
     env_signature,
-    is_retro_game,
     make_env,
 )
+from common.families.retro import BUTTON_SETS, is_retro_game
+from common.families.retro import button_set as _button_set
 
 AIR = "Airstriker-Genesis-v0"
 FIRE = BUTTON_SETS["Genesis"].index(["B"])

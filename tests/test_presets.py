@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from common.config import FIELDS, Config, ConfigError, dump_toml, load_toml, resolve
+from common.families import FAMILIES
 from common.presets import load_presets, settings
 from learner.__main__ import train_parser
 from tests.conftest import BIN
@@ -77,11 +78,12 @@ def test_config_toml_records_the_preset_and_resumes_the_same(tmp_path: Path):
 
 def test_every_preset_holds_valid_settings_and_a_place_for_connectx():
     presets = load_presets()
-    assert {"classic-control", "retro"} <= set(presets)
+    assert {"classic-control", "retro", "atari", "connectx"} <= set(presets)
+    family_presets = {f.preset for f in FAMILIES}
     for name, section in presets.items():
         values = settings(section)
         assert set(values) <= set(FIELDS), name
         Config(**values)  # types and ranges as a config file's
-        assert section.get("envs") or section.get("retro_games"), f"{name} matches no env"
+        assert section.get("envs") or name in family_presets, f"{name} matches no env"
     text = (Path(__file__).resolve().parents[1] / "common" / "presets.toml").read_text()
     assert "[connectx]" in text
