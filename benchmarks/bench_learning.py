@@ -5,6 +5,7 @@
     python -m benchmarks.bench_learning airstriker --frames 2000000 --actors 2 --run-dir runs/air-curve
     python -m benchmarks.bench_learning curve RUN_DIR      # learning_curve.csv/.png of a finished run
     python -m benchmarks.bench_learning launch-fps --actors 1 2 --seconds 60   # ./launch.sh N frames/s
+    python -m benchmarks.bench_learning atari --env ALE/Pong-v5 --frames 10000000 --actors 8 --out DIR
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from benchmarks import bench_atari
 from tests.conftest import free_base_port, pipeline_result, run_pipeline
 
 
@@ -204,6 +206,7 @@ def main() -> None:
     f.add_argument("--warmup", type=float, default=15)
     f.add_argument("--out", default="bench_out")
     f.add_argument("extra", nargs="*", help="more learner flags (after --)")
+    bench_atari.add_parser(sub)
     k = sub.add_parser("curve", help="learning_curve.csv/.png of a run directory")
     k.add_argument("run_dir")
     k.add_argument("--baseline", type=float)
@@ -216,6 +219,8 @@ def main() -> None:
         airstriker(args)
     elif args.cmd == "launch-fps":
         launch_fps(args)
+    elif args.cmd == "atari":
+        bench_atari.atari(args)
     else:
         curve(Path(args.run_dir), args.baseline)
 
