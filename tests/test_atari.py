@@ -186,9 +186,10 @@ def test_the_episode_book_counts_whole_games_of_lives():
         from common.protocol import Rollout
 
         T = 8
-        return Rollout(0, 0, np.zeros((T + 1, 84, 84), np.uint8), np.zeros((3, 84, 84), np.uint8),
-                       np.zeros(T, np.int32), np.zeros(T, np.float32), np.array(rewards, np.float32),
-                       np.array(dones, bool), np.zeros(T, bool), episodes)
+        return Rollout(actor_id=0, policy_version=0, frames=np.zeros((T + 1, 84, 84), np.uint8),
+                       history=np.zeros((3, 84, 84), np.uint8), actions=np.zeros(T, np.int32),
+                       behaviour_logp=np.zeros(T, np.float32), rewards=np.array(rewards, np.float32),
+                       terminated=np.array(dones, bool), truncated=np.zeros(T, bool), episodes=episodes)
 
     life = lambda ret, n, over: {"return": ret, "length": n, "frames": 4 * n, "game_over": over}  # noqa: E731
     first = book.check(rollout([1, 0, 0, 1, 0, 0, 0, 2], [0, 0, 1, 0, 1, 0, 0, 0],
