@@ -12,6 +12,9 @@
 #                                               N actors (or N=auto: one per free CPU) on a Ray
 #                                               cluster in actor hosts, placed and restarted by Ray
 #                                               (python -m fleet)
+#   ./launch.sh auto [learner flags]           a learner and one-process actors, their number chosen by
+#                                               measurement while training runs (fleet.local_actors);
+#                                               RETROFLEET_AUTOSCALE="--window 30 --settle 10 --max 8" tunes it
 #   ./launch.sh test [pytest args]             the test suite
 # On first use it creates .venv in the repo and installs the project into it.
 set -uo pipefail
@@ -41,6 +44,11 @@ usage: ./launch.sh N [learner flags]             learner + N actors on this mach
                                                  N actors on a Ray cluster (N=auto: one per free
                                                  CPU), as actor hosts of K emulators or one-process
                                                  actors; .venv/bin/fleet status | scale N | stop
+       ./launch.sh auto [learner flags]          learner + one-process actors, starting from one a
+                                                 core; their number is changed while training runs to
+                                                 the one that gives the most frames/s without starving
+                                                 the learner (changes and reasons: RUN_DIR/autoscale.jsonl;
+                                                 RETROFLEET_AUTOSCALE="--window S --settle S --min N --max N")
        ./launch.sh test [pytest args]            run the test suite
 Learner flags: see `.venv/bin/learner --help` (e.g. --env CartPole-v1 --mode sync
 --total-frames 2000000 --run-dir runs/air1). Ctrl-C stops everything cleanly.
@@ -119,7 +127,14 @@ if [[ -n "$RAY_ADDR" ]]; then
 fi
 [[ "$ACTOR_MODE" =~ ^(auto|host|process)$ ]] || die "--actor-mode must be auto, host or process, got '$ACTOR_MODE'"
 [[ ${#FLEET_ARGS[@]} -eq 0 ]] || die "${FLEET_ARGS[0]} needs --ray (actors on a Ray cluster)"
-[[ "$N" =~ ^[0-9]+$ ]] || { usage >&2; die "first argument must be the number of actors, got '$N'"; }
+[[ "$N" =~ ^[0-9]+$ || "$N" == auto ]] || { usage >&2; die "first argument must be the number of actors or auto, got '$N'"; }
+AUTOSCALE_ARGS=()
+if [[ "$N" == auto ]]; then
+  [[ -z "$REMOTE" ]] || die "auto measures the learner's frames/s from its run directory: run it on the learner's host (without --learner)"
+  [[ "$ACTOR_MODE" != host ]] || die "auto runs one-process actors (--actor-mode host takes a number of emulators)"
+  ACTOR_MODE=process
+  read -r -a AUTOSCALE_ARGS <<<"${RETROFLEET_AUTOSCALE:-}"
+fi
 
 ensure_env
 cd "$ROOT"
@@ -162,7 +177,13 @@ UNITS=0  # actor processes launch.sh supervises: N one-process actors, or one ac
 start_actor() {
   local i="$1" keys=() args=() logf
   mapfile -t keys < <(curve_args "$i")
-  if [[ "$ACTOR_MODE" == host ]]; then
+  if [[ "$N" == auto ]]; then  # one supervisor: it starts and stops the actors (fleet.local_actors)
+    ${ACTOR_NICE:+nice -n "$ACTOR_NICE"} "$PY" -m fleet.local_actors --learner "$ADDR" --run-dir "$RUN_DIR" \
+      ${CURVE_DIR:+--curve-dir "$CURVE_DIR"} "${AUTOSCALE_ARGS[@]}" >>"$RUN_DIR/autoscale.log" 2>&1 &
+    ACTOR_PIDS[$i]=$!
+    ACTOR_DEAD_SINCE[$i]=""
+    return
+  elif [[ "$ACTOR_MODE" == host ]]; then
     args=(--emulators "$N"); logf="$RUN_DIR/actor_host.log"
   else
     logf="$RUN_DIR/actor_$i.log"
@@ -246,10 +267,13 @@ if [[ "$ACTOR_MODE" == auto ]]; then
     || { cat "$RUN_DIR/actor_mode.log" >&2; die "could not ask the learner at $ADDR for its game"; }
   say "actor mode $(cat "$RUN_DIR/actor_mode.log")"
 fi
-if [[ "$ACTOR_MODE" == host ]]; then UNITS=1; else UNITS="$N"; fi
-check_keys "$UNITS"
+if [[ "$ACTOR_MODE" == host || "$N" == auto ]]; then UNITS=1; else UNITS="$N"; fi
+[[ "$N" == auto ]] || check_keys "$UNITS"
 for ((i = 0; i < UNITS; i++)); do start_actor "$i"; done
-if [[ "$ACTOR_MODE" == host ]]; then
+AUTOSCALE_SEEN=0  # lines of autoscale.log already echoed to the console
+if [[ "$N" == auto ]]; then
+  say "one-process actors joining $ADDR, their number chosen by measurement; logs in $RUN_DIR (autoscale.log, autoscale.jsonl, actor_<i>.log)"
+elif [[ "$ACTOR_MODE" == host ]]; then
   say "an actor host of $N emulators joining $ADDR; logs in $RUN_DIR (learner.log, actor_host.log)"
 else
   say "$N actors joining $ADDR; logs in $RUN_DIR (learner.log, actor_<i>.log)"
@@ -283,11 +307,20 @@ while true; do
       start_actor "$i"; RESTARTS=$((RESTARTS + 1)); up=$((up + 1))
     fi
   done
+  if [[ "$N" == auto && -f "$RUN_DIR/autoscale.log" ]]; then  # each change and its reason on the console
+    total="$(wc -l <"$RUN_DIR/autoscale.log")"
+    if (( total > AUTOSCALE_SEEN )); then
+      while IFS= read -r line; do [[ "$line" == autoscale:* ]] && say "$line"; done \
+        < <(tail -n "+$((AUTOSCALE_SEEN + 1))" "$RUN_DIR/autoscale.log" | head -n "$((total - AUTOSCALE_SEEN))")
+      AUTOSCALE_SEEN=$total
+    fi
+  fi
   if [[ -z "$BAR_PID" ]] && (( SECONDS - last_status >= 5 )); then
     last_status=$SECONDS
     status=""
     [[ -n "$LEARNER_PID" ]] && status="$(grep -E '^\[ *[0-9]+s\]' "$RUN_DIR/learner.log" | tail -n 1)"
-    if [[ "$ACTOR_MODE" == host ]]; then what="host $up/1 ($N emulators)"; else what="$up/$N"; fi
+    if [[ "$N" == auto ]]; then what="auto ($(tail -n 1 "$RUN_DIR/autoscale.jsonl" 2>/dev/null | sed -E 's/.*"to": ([0-9]+).*/\1/') now)"
+    elif [[ "$ACTOR_MODE" == host ]]; then what="host $up/1 ($N emulators)"; else what="$up/$N"; fi
     say "actors up $what, restarts $RESTARTS${status:+ | $status}"
   fi
   sleep 0.5

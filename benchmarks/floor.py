@@ -1,0 +1,299 @@
+"""The pipeline against the floor of its parts, every figure from one run (Airstriker).
+
+    python -m benchmarks.floor [--quick] [--actors 2 8] [--profile] [--out DIR]
+
+First each part alone, each in a process of its own, one after another: the raw emulator, the
+one-process actor's step split (emulate 4 frames, preprocess, inference at batch 1 with
+sampling, frame stack and bookkeeping, encode, PUSH to PULL on loopback), the host's policy at
+batch K, the learner's side of a rollout (decode + validate, collate) and its update
+(learner.trainer.Trainer on a real batch with the run's loss and settings, the learner's torch
+threads). Then the real pipeline: `./launch.sh N` for each N, frames/s over a window read from
+metrics.jsonl (policy lag and stale drops beside it). It prints a table, writes DIR/floor.json
+and ends with the line `floor ratio: X` for the first N (2 by default: `./launch.sh 2`).
+
+The floor. Every frame costs CPU in the actor (a = the actor parts per agent step / frame
+skip, with inference at the batch the run uses: 1 for a one-process actor, K = N / cores for
+an actor host of N emulators, where about N / cores are ready each round) and in the learner
+(l = update + decode + collate per frame). The learner trains on the same cores, so
+
+    floor = min(cores / (a + l),  N / a,  1 / u)
+
+frames/s: the cores shared by all work, no more than N actors' cores (an actor is one
+process), and the learner's update thread alone (u = the update's wall time per frame with the
+learner's torch threads). It assumes perfect overlap and no scheduler, wait or copy overhead,
+so the pipeline's ratio to it is what those cost. Parts and pipelines run back to back in one
+invocation, so a loaded machine slows both; compare ratios, not frames/s, across runs.
+
+--profile records one actor (actor_0, or the actor host) and the learner with py-spy for
+the window of each pipeline run: DIR/profile_N_{actor,learner}.txt (collapsed stacks, flame
+graph input) and a top list of functions by own time (…_top.txt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from benchmarks.bench_parts import ENV, SKIP, _timed, run_part
+from tests.conftest import free_base_port
+
+ROOT = Path(__file__).resolve().parents[1]
+MODES = {  # seconds per measurement
+    "quick": {"raw": 2, "actor": 6, "infer": 1.5, "learner_side": 2, "updates": 2, "warm": 8, "window": 10},
+    "full": {"raw": 10, "actor": 30, "infer": 6, "learner_side": 8, "updates": 8, "warm": 15, "window": 40},
+}
+
+
+# ---------------------------------------------------------------------------- parts alone
+
+
+def learner_side(seconds: float) -> dict[str, Any]:
+    """Microseconds per rollout of what the learner does to a rollout besides the update:
+    decode + validate (as Learner.accept, minus the sender check) and collate into a batch."""
+    from benchmarks.bench_parts import _real_messages
+    from common import protocol
+    from common.config import Config
+    from learner.batcher import collate
+    from learner.server import specs
+
+    cfg = Config(env=ENV)
+    spec = specs(cfg)[2]
+    msgs = _real_messages(8)
+    i = 0
+
+    def accept() -> protocol.Rollout:
+        nonlocal i
+        i += 1
+        return protocol.validate_rollout(protocol.decode(msgs[i % len(msgs)]), spec, latest_version=0)
+
+    per_msg = _timed(accept, seconds / 2)
+    n = cfg.rollouts_per_batch
+    rollouts = [accept() for _ in range(n)]
+    per_batch = _timed(lambda: collate(rollouts, 0), seconds / 2)
+    return {"decode_us_per_rollout": 1e6 * per_msg, "collate_us_per_rollout": 1e6 * per_batch / n,
+            "steps_per_rollout": rollouts[0].steps}
+
+
+def host_infer(batches: list[int], seconds: float) -> dict[str, float]:
+    """Microseconds per sample of the actor host's policy (float32, one thread) at each batch."""
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.host", "infer", "--seconds", str(seconds),
+                           "--batches", *map(str, batches)], capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmarks.host infer exited with {proc.returncode}: {proc.stderr.strip()[-300:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {str(b): out[f"float32 {b}"] for b in batches}
+
+
+def _floor_part(part: str, *args: str) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.floor", "--part", part, *args],
+                          capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{part} exited with {proc.returncode}: {proc.stderr.strip()[-300:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def host_batch(n: int, cores: int) -> int:
+    """Emulators an actor host of n finds ready a round, about: n / cores (at least 1)."""
+    return max(1, n // cores) if n >= 2 * cores else 1
+
+
+def parts(t: dict[str, float], counts: list[int], cores: int) -> dict[str, Any]:
+    batches = sorted({1, *(host_batch(n, cores) for n in counts)})
+    out: dict[str, Any] = {}
+    for name, job in (("raw", lambda: run_part("raw", "--seconds", str(t["raw"]))),
+                      ("actor", lambda: run_part("actor", "--seconds", str(t["actor"]))["split"]),
+                      ("infer", lambda: host_infer(batches, t["infer"])),
+                      ("learner_side", lambda: _floor_part("learner_side", "--seconds", str(t["learner_side"]))),
+                      ("trainer", lambda: run_part("trainer", "--count", str(int(t["updates"]))))):
+        start = time.monotonic()
+        print(f"[floor] {name} ...", flush=True)
+        out[name] = job()
+        print(f"[floor] {name} done in {time.monotonic() - start:.1f} s", flush=True)
+    return out
+
+
+def floor(p: dict[str, Any], n: int, cores: int) -> dict[str, Any]:
+    """The floor of `./launch.sh n` from the parts (module docstring): frames/s and its terms."""
+    us = p["actor"]["us_per_step"]
+    k = host_batch(n, cores)
+    infer = us["infer"] if k == 1 else p["infer"][str(k)]  # batch 1 measured in the actor loop itself
+    actor_step = us["emulate"] + us["preprocess"] + infer + us["other"] + us["encode"] + us["send"]
+    tr = p["trainer"]["cpu"]
+    frames_per_batch = p["trainer"]["batch"] * SKIP
+    ls = p["learner_side"]
+    update_wall = 1e6 * tr["seconds_per_update"] / frames_per_batch
+    learner = (update_wall * tr["threads"]
+               + (ls["decode_us_per_rollout"] + ls["collate_us_per_rollout"]) / (ls["steps_per_rollout"] * SKIP))
+    a = actor_step / SKIP
+    bounds = {"cores": 1e6 * cores / (a + learner), "actors": 1e6 * n / a, "learner_thread": 1e6 / update_wall}
+    which = min(bounds, key=bounds.get)
+    return {"frames_per_s": bounds[which], "bound": which, "bounds": bounds, "actor_us_per_frame": a,
+            "learner_us_per_frame": learner, "host_batch": k, "infer_us_per_sample": infer}
+
+
+# ---------------------------------------------------------------------------- the pipeline
+
+
+def _rows(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "metrics.jsonl"
+    text = path.read_text() if path.exists() else ""
+    return [json.loads(x) for x in text.splitlines() if x.strip()]
+
+
+def _pids(run_dir: Path) -> tuple[int | None, int | None]:
+    """(learner pid, actor_0 / host pid) of a launch.sh run, from actors.jsonl and the process table."""
+    import psutil
+
+    learner = actor = None
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if str(run_dir) in cmd and "learner" in cmd:
+            learner = proc.info["pid"]
+    path = run_dir / "actors.jsonl"
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+    if rows:
+        actor = min(rows, key=lambda r: r["actor_id"])["pid"]
+    return learner, actor
+
+
+def _py_spy(pid: int, seconds: float, path: Path) -> subprocess.Popen | None:
+    exe = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if exe is None:
+        return None
+    return subprocess.Popen([exe, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200",
+                             "--format", "raw", "--output", str(path), "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
+def top_functions(collapsed: Path, limit: int = 25) -> str:
+    """The functions that were running (own time) most often in py-spy's collapsed stacks."""
+    own, total = Counter(), 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        own[stack.split(";")[-1]] += int(count)
+        total += int(count)
+    lines = [f"{100 * c / max(total, 1):5.1f} %  {fn}" for fn, c in own.most_common(limit)]
+    return f"{total} samples, own time\n" + "\n".join(lines) + "\n"
+
+
+def launch_run(n: int, t: dict[str, float], out: Path, profile: bool, extra: list[str]) -> dict[str, Any]:
+    """`./launch.sh n` on Airstriker: frames/s between two metrics rows `window` s apart, after `warm`."""
+    run_dir = (out / f"launch_{n}").resolve()
+    shutil.rmtree(run_dir, ignore_errors=True)
+    log = open(out / f"launch_{n}.out", "wb")
+    p = subprocess.Popen([str(ROOT / "launch.sh"), str(n), "--env", ENV, "--run-dir", str(run_dir),
+                          "--port", str(free_base_port()), "--report-interval", "1", *extra],
+                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 180
+        while not any(r["frames"] > 0 for r in _rows(run_dir)):
+            if p.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"./launch.sh {n} made no frames (see {out / f'launch_{n}.out'})")
+            time.sleep(0.5)
+        time.sleep(t["warm"])
+        r0 = _rows(run_dir)[-1]
+        spies = []
+        if profile:
+            for who, pid in zip(("learner", "actor"), _pids(run_dir), strict=True):
+                if pid is not None:
+                    path = out / f"profile_{n}_{who}.txt"
+                    spies.append((path, _py_spy(pid, t["window"], path)))
+        time.sleep(t["window"])
+        r1 = _rows(run_dir)[-1]
+        for path, spy in spies:
+            if spy is not None:
+                spy.wait(t["window"] + 30)
+                if path.exists():
+                    path.with_name(path.stem + "_top.txt").write_text(top_functions(path))
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGINT)
+            try:
+                p.wait(40)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        log.close()
+    wall = r1["wall_s"] - r0["wall_s"]
+    return {"actors": n, "frames_per_s": (r1["frames"] - r0["frames"]) / wall, "window_s": wall,
+            "updates": r1["updates"] - r0["updates"], "policy_lag_mean": r1["policy_lag_mean"],
+            "policy_lag_max": r1["policy_lag_max"], "dropped_stale": r1["dropped_stale"] - r0["dropped_stale"]}
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def report(p: dict[str, Any], runs: list[dict[str, Any]], cores: int) -> list[str]:
+    us, raw = p["actor"]["us_per_step"], p["raw"]
+    lines = [f"parts alone ({cores} cores; us per emulator frame, frame skip {SKIP}):",
+             f"  raw emulator                       {raw['us_per_frame']:8.1f}",
+             f"  emulate (4 frames / {SKIP})             {us['emulate'] / SKIP:8.1f}",
+             f"  preprocess (max, grey, resize)     {us['preprocess'] / SKIP:8.1f}",
+             f"  inference batch 1 + sampling       {us['infer'] / SKIP:8.1f}"]
+    lines += [f"  inference batch {b:<3} (host)         {v / SKIP:8.1f}" for b, v in p["infer"].items() if b != "1"]
+    ls, tr = p["learner_side"], p["trainer"]
+    per_roll = ls["steps_per_rollout"] * SKIP
+    lines += [f"  frame stack, bookkeeping           {us['other'] / SKIP:8.1f}",
+              f"  encode rollout                     {us['encode'] / SKIP:8.1f}",
+              f"  the wire (PUSH -> PULL)            {us['send'] / SKIP:8.1f}",
+              f"  learner decode + validate          {ls['decode_us_per_rollout'] / per_roll:8.1f}",
+              f"  learner collate                    {ls['collate_us_per_rollout'] / per_roll:8.1f}",
+              f"  learner update ({tr['cpu']['threads']} thread(s), batch {tr['batch']}) "
+              f"{1e6 * tr['cpu']['seconds_per_update'] / (tr['batch'] * SKIP):8.1f}", "",
+              "| run | floor frames/s (bound) | pipeline frames/s | ratio | lag mean / max | stale dropped |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for r in runs:
+        f = r["floor"]
+        lines.append(f"| ./launch.sh {r['actors']} | {f['frames_per_s']:,.0f} ({f['bound']}) | "
+                     f"{r['frames_per_s']:,.0f} | {r['ratio']:.2f} | {r['policy_lag_mean']} / {r['policy_lag_max']} | "
+                     f"{r['dropped_stale']} |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.floor", description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="short measurements: about two minutes in all")
+    ap.add_argument("--actors", type=int, nargs="+", default=[2, 8], help="the ./launch.sh N runs (first: the ratio)")
+    ap.add_argument("--profile", action="store_true", help="py-spy of the learner and one actor in each run")
+    ap.add_argument("--out", default="bench_out/floor")
+    ap.add_argument("--part", choices=("learner_side",), help=argparse.SUPPRESS)
+    ap.add_argument("--seconds", type=float, default=2.0, help=argparse.SUPPRESS)
+    ap.add_argument("extra", nargs="*", help="more learner flags for the runs (after --)")
+    a = ap.parse_args(argv)
+    if a.part:
+        print(json.dumps(learner_side(a.seconds)), flush=True)
+        return 0
+    if any(n < 1 for n in a.actors):
+        ap.error(f"--actors must be 1 or more, got {a.actors}")
+    t = MODES["quick" if a.quick else "full"]
+    cores = os.cpu_count() or 1
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    p = parts(t, a.actors, cores)
+    runs = []
+    for n in a.actors:
+        print(f"[floor] ./launch.sh {n} ...", flush=True)
+        r = launch_run(n, t, out, a.profile, a.extra)
+        r["floor"] = floor(p, n, cores)
+        r["ratio"] = r["frames_per_s"] / r["floor"]["frames_per_s"]
+        runs.append(r)
+    (out / "floor.json").write_text(json.dumps({"cores": cores, "mode": "quick" if a.quick else "full",
+                                                "parts": p, "runs": runs}, indent=1))
+    print("\n".join(report(p, runs, cores)))
+    print(f"floor ratio: {runs[0]['ratio']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
