@@ -27,6 +27,10 @@ invocation, so a loaded machine slows both; compare ratios, not frames/s, across
 --profile records one actor (actor_0, or the actor host) and the learner with py-spy for
 the window of each pipeline run: DIR/profile_N_{actor,learner}.txt (collapsed stacks, flame
 graph input) and a top list of functions by own time (…_top.txt).
+
+On a shared machine a run gets fewer cores than it has: the CPU time its processes used over the
+window (psutil, launch.sh's whole process tree) gives `cores used`, and the table shows the ratio
+to the floor at that many cores beside the ratio at all of them (the last line's figure).
 """
 
 from __future__ import annotations
@@ -121,7 +125,7 @@ def parts(t: dict[str, float], counts: list[int], cores: int) -> dict[str, Any]:
     return out
 
 
-def floor(p: dict[str, Any], n: int, cores: int) -> dict[str, Any]:
+def floor(p: dict[str, Any], n: int, cores: float) -> dict[str, Any]:
     """The floor of `./launch.sh n` from the parts (module docstring): frames/s and its terms."""
     us = p["actor"]["us_per_step"]
     k = host_batch(n, cores)
@@ -165,6 +169,24 @@ def _pids(run_dir: Path) -> tuple[int | None, int | None]:
     return learner, actor
 
 
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process and all its descendants alive now."""
+    import psutil
+
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    for proc in procs:
+        try:
+            total += sum(proc.cpu_times()[:2])
+        except psutil.Error:
+            pass
+    return total
+
+
 def _py_spy(pid: int, seconds: float, path: Path) -> subprocess.Popen | None:
     exe = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if exe is None:
@@ -202,7 +224,7 @@ def launch_run(n: int, t: dict[str, float], out: Path, profile: bool, extra: lis
                 raise RuntimeError(f"./launch.sh {n} made no frames (see {out / f'launch_{n}.out'})")
             time.sleep(0.5)
         time.sleep(t["warm"])
-        r0 = _rows(run_dir)[-1]
+        r0, c0 = _rows(run_dir)[-1], _tree_cpu(p.pid)
         spies = []
         if profile:
             for who, pid in zip(("learner", "actor"), _pids(run_dir), strict=True):
@@ -210,7 +232,7 @@ def launch_run(n: int, t: dict[str, float], out: Path, profile: bool, extra: lis
                     path = out / f"profile_{n}_{who}.txt"
                     spies.append((path, _py_spy(pid, t["window"], path)))
         time.sleep(t["window"])
-        r1 = _rows(run_dir)[-1]
+        r1, c1 = _rows(run_dir)[-1], _tree_cpu(p.pid)
         for path, spy in spies:
             if spy is not None:
                 spy.wait(t["window"] + 30)
@@ -227,7 +249,7 @@ def launch_run(n: int, t: dict[str, float], out: Path, profile: bool, extra: lis
         log.close()
     wall = r1["wall_s"] - r0["wall_s"]
     return {"actors": n, "frames_per_s": (r1["frames"] - r0["frames"]) / wall, "window_s": wall,
-            "updates": r1["updates"] - r0["updates"], "policy_lag_mean": r1["policy_lag_mean"],
+            "updates": r1["updates"] - r0["updates"], "cores_used": (c1 - c0) / wall, "policy_lag_mean": r1["policy_lag_mean"],
             "policy_lag_max": r1["policy_lag_max"], "dropped_stale": r1["dropped_stale"] - r0["dropped_stale"]}
 
 
@@ -251,12 +273,13 @@ def report(p: dict[str, Any], runs: list[dict[str, Any]], cores: int) -> list[st
               f"  learner collate                    {ls['collate_us_per_rollout'] / per_roll:8.1f}",
               f"  learner update ({tr['cpu']['threads']} thread(s), batch {tr['batch']}) "
               f"{1e6 * tr['cpu']['seconds_per_update'] / (tr['batch'] * SKIP):8.1f}", "",
-              "| run | floor frames/s (bound) | pipeline frames/s | ratio | lag mean / max | stale dropped |",
-              "| --- | --- | --- | --- | --- | --- |"]
+              "| run | floor frames/s (bound) | pipeline frames/s | ratio | cores used | ratio at the CPU used "
+              "| lag mean / max | stale dropped |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in runs:
         f = r["floor"]
         lines.append(f"| ./launch.sh {r['actors']} | {f['frames_per_s']:,.0f} ({f['bound']}) | "
-                     f"{r['frames_per_s']:,.0f} | {r['ratio']:.2f} | {r['policy_lag_mean']} / {r['policy_lag_max']} | "
+                     f"{r['frames_per_s']:,.0f} | {r['ratio']:.2f} | {r['cores_used']:.2f} | {r['ratio_at_cpu_used']:.2f} | "
+                     f"{r['policy_lag_mean']} / {r['policy_lag_max']} | "
                      f"{r['dropped_stale']} |")
     return lines
 
@@ -287,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
         r = launch_run(n, t, out, a.profile, a.extra)
         r["floor"] = floor(p, n, cores)
         r["ratio"] = r["frames_per_s"] / r["floor"]["frames_per_s"]
+        # on a shared machine the run gets fewer cores than it has: the floor at the CPU it got
+        r["floor_at_cpu_used"] = floor(p, n, min(r["cores_used"], cores))["frames_per_s"]
+        r["ratio_at_cpu_used"] = r["frames_per_s"] / r["floor_at_cpu_used"]
         runs.append(r)
     (out / "floor.json").write_text(json.dumps({"cores": cores, "mode": "quick" if a.quick else "full",
                                                 "parts": p, "runs": runs}, indent=1))

@@ -123,9 +123,10 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     parent = os.getppid()
-    start = min(max(args.start, args.min), args.max)
+    start, cores = min(max(args.start, args.min), args.max), os.cpu_count() or 1
     t0 = time.monotonic()
-    record(run_dir, {"wall_s": 0.0, "from": 0, "to": start, "reason": args.start_reason})
+    why = f"starting from the cores ({cores})" if start == cores else f"starting at {start} (--start {args.start})"
+    record(run_dir, {"wall_s": 0.0, "from": 0, "to": start, "reason": why})
     actors.resize(start)
     changed_at, window_from = time.monotonic(), None
     try:
@@ -174,7 +175,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-lag", type=float, default=5.0,
                    help="mean policy lag (versions) above which the learner counts as starved (default: %(default)s)")
     p.add_argument("--curve-dir", help="CURVE keys: actor i uses actorI.key_secret")
-    p.add_argument("--start-reason", default=f"starting from the cores ({cores})", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     try:
         Autoscaler(minimum=args.min, maximum=args.max)
