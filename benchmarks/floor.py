@@ -125,8 +125,9 @@ def parts(t: dict[str, float], counts: list[int], cores: int) -> dict[str, Any]:
     return out
 
 
-def floor(p: dict[str, Any], n: int, cores: float) -> dict[str, Any]:
-    """The floor of `./launch.sh n` from the parts (module docstring): frames/s and its terms."""
+def floor(p: dict[str, Any], n: int, cores: int, cpu: float | None = None) -> dict[str, Any]:
+    """The floor of `./launch.sh n` on `cores` from the parts (module docstring): frames/s and its
+    terms; `cpu`: the cores the work may share, when fewer than the machine's (default: all)."""
     us = p["actor"]["us_per_step"]
     k = host_batch(n, cores)
     infer = us["infer"] if k == 1 else p["infer"][str(k)]  # batch 1 measured in the actor loop itself
@@ -138,7 +139,7 @@ def floor(p: dict[str, Any], n: int, cores: float) -> dict[str, Any]:
     learner = (update_wall * tr["threads"]
                + (ls["decode_us_per_rollout"] + ls["collate_us_per_rollout"]) / (ls["steps_per_rollout"] * SKIP))
     a = actor_step / SKIP
-    bounds = {"cores": 1e6 * cores / (a + learner), "actors": 1e6 * n / a, "learner_thread": 1e6 / update_wall}
+    bounds = {"cores": 1e6 * (cores if cpu is None else cpu) / (a + learner), "actors": 1e6 * n / a, "learner_thread": 1e6 / update_wall}
     which = min(bounds, key=bounds.get)
     return {"frames_per_s": bounds[which], "bound": which, "bounds": bounds, "actor_us_per_frame": a,
             "learner_us_per_frame": learner, "host_batch": k, "infer_us_per_sample": infer}
@@ -290,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--actors", type=int, nargs="+", default=[2, 8], help="the ./launch.sh N runs (first: the ratio)")
     ap.add_argument("--profile", action="store_true", help="py-spy of the learner and one actor in each run")
     ap.add_argument("--out", default="bench_out/floor")
+    ap.add_argument("--parts", metavar="JSON", help="reuse the parts of an earlier run (its parts.json or floor.json)")
     ap.add_argument("--part", choices=("learner_side",), help=argparse.SUPPRESS)
     ap.add_argument("--seconds", type=float, default=2.0, help=argparse.SUPPRESS)
     ap.add_argument("extra", nargs="*", help="more learner flags for the runs (after --)")
@@ -303,7 +305,11 @@ def main(argv: list[str] | None = None) -> int:
     cores = os.cpu_count() or 1
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    p = parts(t, a.actors, cores)
+    if a.parts:  # the parts of an earlier run (say, to rerun only the pipelines)
+        p = json.loads(Path(a.parts).read_text())["parts"]
+    else:
+        p = parts(t, a.actors, cores)
+        (out / "parts.json").write_text(json.dumps({"parts": p}, indent=1))
     runs = []
     for n in a.actors:
         print(f"[floor] ./launch.sh {n} ...", flush=True)
@@ -311,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         r["floor"] = floor(p, n, cores)
         r["ratio"] = r["frames_per_s"] / r["floor"]["frames_per_s"]
         # on a shared machine the run gets fewer cores than it has: the floor at the CPU it got
-        r["floor_at_cpu_used"] = floor(p, n, min(r["cores_used"], cores))["frames_per_s"]
+        r["floor_at_cpu_used"] = floor(p, n, cores, min(r["cores_used"], cores))["frames_per_s"]
         r["ratio_at_cpu_used"] = r["frames_per_s"] / r["floor_at_cpu_used"]
         runs.append(r)
     (out / "floor.json").write_text(json.dumps({"cores": cores, "mode": "quick" if a.quick else "full",
