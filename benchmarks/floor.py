@@ -19,8 +19,9 @@ an actor host of N emulators, where about N / cores are ready each round) and in
     floor = min(cores / (a + l),  N / a,  1 / u)
 
 frames/s: the cores shared by all work, no more than N actors' cores (an actor is one
-process), and the learner's update thread alone (u = the update's wall time per frame with the
-learner's torch threads). It assumes perfect overlap and no scheduler, wait or copy overhead,
+process), and the learner's update thread alone (u = the update's CPU time per frame divided by
+the learner's torch threads). Every part is measured in CPU time (process_time), not wall time:
+the floor is a CPU budget, and on a shared machine wall time counts other people's work. It assumes perfect overlap and no scheduler, wait or copy overhead,
 so the pipeline's ratio to it is what those cost. Parts and pipelines run back to back in one
 invocation, so a loaded machine slows both; compare ratios, not frames/s, across runs.
 
@@ -135,11 +136,11 @@ def floor(p: dict[str, Any], n: int, cores: int, cpu: float | None = None) -> di
     tr = p["trainer"]["cpu"]
     frames_per_batch = p["trainer"]["batch"] * SKIP
     ls = p["learner_side"]
-    update_wall = 1e6 * tr["seconds_per_update"] / frames_per_batch
-    learner = (update_wall * tr["threads"]
-               + (ls["decode_us_per_rollout"] + ls["collate_us_per_rollout"]) / (ls["steps_per_rollout"] * SKIP))
+    update_cpu = 1e6 * tr["seconds_per_update"] / frames_per_batch  # CPU us a frame, all its threads
+    learner = update_cpu + (ls["decode_us_per_rollout"] + ls["collate_us_per_rollout"]) / (ls["steps_per_rollout"] * SKIP)
     a = actor_step / SKIP
-    bounds = {"cores": 1e6 * (cores if cpu is None else cpu) / (a + learner), "actors": 1e6 * n / a, "learner_thread": 1e6 / update_wall}
+    bounds = {"cores": 1e6 * (cores if cpu is None else cpu) / (a + learner), "actors": 1e6 * n / a,
+              "learner_thread": 1e6 * tr["threads"] / update_cpu}
     which = min(bounds, key=bounds.get)
     return {"frames_per_s": bounds[which], "bound": which, "bounds": bounds, "actor_us_per_frame": a,
             "learner_us_per_frame": learner, "host_batch": k, "infer_us_per_sample": infer}
@@ -259,7 +260,7 @@ def launch_run(n: int, t: dict[str, float], out: Path, profile: bool, extra: lis
 
 def report(p: dict[str, Any], runs: list[dict[str, Any]], cores: int) -> list[str]:
     us, raw = p["actor"]["us_per_step"], p["raw"]
-    lines = [f"parts alone ({cores} cores; us per emulator frame, frame skip {SKIP}):",
+    lines = [f"parts alone ({cores} cores; CPU us per emulator frame, frame skip {SKIP}):",
              f"  raw emulator                       {raw['us_per_frame']:8.1f}",
              f"  emulate (4 frames / {SKIP})             {us['emulate'] / SKIP:8.1f}",
              f"  preprocess (max, grey, resize)     {us['preprocess'] / SKIP:8.1f}",
@@ -305,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     cores = os.cpu_count() or 1
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    os.environ["RETROFLEET_BENCH_CLOCK"] = "cpu"  # every part in CPU time (bench_parts._timed)
     if a.parts:  # the parts of an earlier run (say, to rerun only the pipelines)
         p = json.loads(Path(a.parts).read_text())["parts"]
     else:
