@@ -293,12 +293,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", action="store_true", help="py-spy of the learner and one actor in each run")
     ap.add_argument("--out", default="bench_out/floor")
     ap.add_argument("--parts", metavar="JSON", help="reuse the parts of an earlier run (its parts.json or floor.json)")
-    ap.add_argument("--part", choices=("learner_side",), help=argparse.SUPPRESS)
+    # internal: one part in this process; "floor" and "top" print the arithmetic alone (tests)
+    ap.add_argument("--part", choices=("learner_side", "floor", "top"), help=argparse.SUPPRESS)
+    ap.add_argument("--cores", type=int, default=os.cpu_count() or 1, help=argparse.SUPPRESS)
+    ap.add_argument("--profile-file", help=argparse.SUPPRESS)
     ap.add_argument("--seconds", type=float, default=2.0, help=argparse.SUPPRESS)
     ap.add_argument("extra", nargs="*", help="more learner flags for the runs (after --)")
     a = ap.parse_args(argv)
-    if a.part:
+    if a.part == "learner_side":
         print(json.dumps(learner_side(a.seconds)), flush=True)
+        return 0
+    if a.part == "floor":
+        p = json.loads(Path(a.parts).read_text())["parts"]
+        print(json.dumps({str(n): floor(p, n, a.cores) for n in a.actors}), flush=True)
+        return 0
+    if a.part == "top":
+        print(top_functions(Path(a.profile_file)), end="", flush=True)
         return 0
     if any(n < 1 for n in a.actors):
         ap.error(f"--actors must be 1 or more, got {a.actors}")

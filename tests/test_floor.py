@@ -1,11 +1,16 @@
-"""benchmarks.floor's arithmetic: the floor of `./launch.sh N` from the parts' costs, and the
-profile's top list (the measurements themselves run in `python -m benchmarks.floor`)."""
+"""benchmarks.floor's arithmetic, through its command line (tests import no benchmark module):
+the floor of `./launch.sh N` from the parts' costs, and the profile's top list. The measurements
+themselves run in `python -m benchmarks.floor`."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 
-from benchmarks.floor import floor, host_batch, top_functions
+from tests.conftest import ROOT
 
 
 def _parts(update_s: float = 0.512) -> dict:
@@ -16,32 +21,41 @@ def _parts(update_s: float = 0.512) -> dict:
             "learner_side": {"decode_us_per_rollout": 1024.0, "collate_us_per_rollout": 256.0, "steps_per_rollout": 32}}
 
 
-def test_floor_shares_the_cores_between_actors_and_learner():
-    f = floor(_parts(), n=2, cores=2)
-    # learner: 512 s / (512 x 4) frames = 250 us a frame, + 1,280 us / 128 frames = 10
+def _floor(tmp_path, parts: dict, cores: int, *actors: int) -> dict:
+    path = tmp_path / "parts.json"
+    path.write_text(json.dumps({"parts": parts}))
+    out = subprocess.run([sys.executable, "-m", "benchmarks.floor", "--part", "floor", "--parts", str(path),
+                          "--cores", str(cores), "--actors", *map(str, actors)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_floor_shares_the_cores_between_actors_and_learner(tmp_path):
+    f = _floor(tmp_path, _parts(), 2, 2)["2"]
+    # learner: 0.512 s / (512 x 4) frames = 250 us a frame, + 1,280 us / 128 frames = 10
     assert f["actor_us_per_frame"] == pytest.approx(400.0)
     assert f["learner_us_per_frame"] == pytest.approx(260.0)
     assert f["bound"] == "cores" and f["frames_per_s"] == pytest.approx(2e6 / 660.0)
 
 
-def test_floor_bounded_by_the_actors_own_cores_and_the_learner_thread():
-    f = floor(_parts(update_s=0.01), n=1, cores=8)
+def test_floor_bounded_by_the_actors_own_cores_and_the_learner_thread(tmp_path):
+    f = _floor(tmp_path, _parts(update_s=0.01), 8, 1)["1"]
     assert f["bound"] == "actors" and f["frames_per_s"] == pytest.approx(1e6 / 400.0)
-    f = floor(_parts(update_s=4.0), n=8, cores=64)
+    f = _floor(tmp_path, _parts(update_s=4.0), 64, 8)["8"]
     assert f["bound"] == "learner_thread" and f["frames_per_s"] == pytest.approx(512 * 4 / 4.0)
 
 
-def test_a_host_infers_at_the_batch_its_emulators_make():
-    assert host_batch(2, 2) == 1 and host_batch(8, 2) == 4 and host_batch(3, 2) == 1
-    f = floor(_parts(), n=8, cores=2)
-    assert f["host_batch"] == 4 and f["infer_us_per_sample"] == 100.0
-    assert f["actor_us_per_frame"] == pytest.approx((1600.0 - 260.0 + 100.0) / 4)
+def test_a_host_infers_at_the_batch_its_emulators_make(tmp_path):
+    fs = _floor(tmp_path, _parts(), 2, 2, 3, 8)
+    assert [fs[n]["host_batch"] for n in ("2", "3", "8")] == [1, 1, 4]
+    assert fs["8"]["infer_us_per_sample"] == 100.0
+    assert fs["8"]["actor_us_per_frame"] == pytest.approx((1600.0 - 260.0 + 100.0) / 4)
 
 
 def test_top_functions_counts_own_time(tmp_path):
     path = tmp_path / "p.txt"
     path.write_text("main (a.py:1);step (b.py:2) 30\nmain (a.py:1);infer (c.py:3) 10\nmain (a.py:1);step (b.py:2) 20\n")
-    text = top_functions(path)
-    lines = text.splitlines()
+    lines = subprocess.run([sys.executable, "-m", "benchmarks.floor", "--part", "top", "--profile-file", str(path)],
+                           capture_output=True, text=True, cwd=ROOT, timeout=120, check=True).stdout.splitlines()
     assert lines[0] == "60 samples, own time"
     assert "83.3 %  step (b.py:2)" in lines[1] and "16.7 %  infer (c.py:3)" in lines[2]
