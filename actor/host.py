@@ -34,6 +34,7 @@ log = logging.getLogger("actor")
 STALL_S = 3.0  # an emulator silent this long is stalled: its heartbeats stop until it answers
 START_S = 60.0  # an emulator's first answer (its process starting, the env's reset) may take this long
 RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+HEALTHY_S = 120.0  # an emulator that ran this long died by accident, not in a crash loop: backoff from the start
 OUTBOX_PER_SLOT = 2  # finished rollouts an emulator may have waiting before it is held back
 
 
@@ -111,6 +112,8 @@ class ActorHost:
             if pool.state[k].answered == 0 and code == 2:
                 raise EnvError(f"emulator {k} could not make its environment (see the line above); "
                                "stopping the host")
+            if now - pool.state[k].started_at >= HEALTHY_S:
+                info.restarts = 0
             self.sampler.vacate(k)
             info.outbox.clear()
             info.member.alive = False

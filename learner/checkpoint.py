@@ -7,6 +7,7 @@ so two runs sharing a directory would delete each other's checkpoints.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
@@ -73,14 +74,17 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
 
 
 def write_atomic(path: str | Path, payload: dict[str, Any]) -> Path:
-    """torch.save to a temporary file, fsync, then rename: `path` is never half-written."""
+    """torch.save to a temporary file, fsync, then rename: `path` is never half-written. A full
+    disk raises OSError (ENOSPC) with the temporary file removed and `path`'s directory as it was."""
     final = Path(path)
     d = final.parent
     d.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save(payload, buf)  # in memory first: torch.save's own writer turns ENOSPC into a RuntimeError
     fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{final.stem}_", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
+            fh.write(buf.getbuffer())
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, final)
