@@ -9,7 +9,8 @@ one-process actor on a second "host" (a network namespace joined by a veth pair 
 run). Both runs go at the same time, so they share the machine's cores and load alike; on 2 cores
 that halves both, and the comparison at equal frames stays fair. Needs root (the partition's
 namespace, the full disk's tmpfs). Faults (--faults, default all), one at a time, at random
-gaps after the previous one healed:
+gaps after the previous one healed, in seeded cycles that each hold every kind once (the first
+cycle completes even past --minutes):
 
   kill_emulator   SIGKILL one emulator of the actor host (the host starts it again)
   kill_host       SIGKILL the actor host (the supervisor, this script, starts it again)
@@ -246,8 +247,10 @@ class Chaos:
         end = self.sampler.t0 + minutes * 60
         self.sleep(max(0.0, warmup - self.sampler.now()))
         order: list[str] = []
-        while time.monotonic() < end - 20:
+        cycles = 0
+        while time.monotonic() < end - 20 or (cycles == 1 and order):  # the first cycle always completes
             if not order:
+                cycles += 1
                 order = faults[:]
                 self.rng.shuffle(order)  # every kind in each cycle, in a seeded order
             kind = order.pop()

@@ -1,0 +1,94 @@
+"""Chaos, the short version (issue 20): `python -m benchmarks.chaos` for a few minutes on
+CartPole with a learner SIGKILL and resume, a full checkpoint disk, an emulator SIGKILL and a
+network partition; the same checks on its chaos.json as the 2-hour run's targets.
+
+Needs root (a network namespace, a tmpfs mount): without it the test cannot run, which fails
+in CI (RETROFLEET_CI=1). A unit test of a checkpoint write on a real full tmpfs is here too.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from learner import checkpoint
+from tests.conftest import ROOT, cannot_run
+
+FAULTS = ("kill_learner", "full_disk", "kill_emulator", "partition")
+
+
+def _needs_root() -> None:
+    if os.geteuid() != 0:
+        cannot_run("the chaos faults need root (network namespaces, a tmpfs mount)")
+    for tool in ("ip", "mount", "umount"):
+        if shutil.which(tool) is None:
+            cannot_run(f"no `{tool}` command")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs at tmp_path/disk, unmounted at teardown."""
+    _needs_root()
+    d = tmp_path / "disk"
+    d.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(d)], check=True, timeout=30)
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", "-l", str(d)], timeout=30)
+
+
+def test_a_full_disk_keeps_the_older_checkpoint_and_leaves_no_partial_file(small_disk):
+    small = {"w": torch.ones(10_000)}  # 40 kB: fits
+    checkpoint.save(small_disk, 1, small, keep=3)
+    with pytest.raises(OSError) as info:  # 4 MB on a 1 MiB disk: an OSError, not torch's RuntimeError
+        checkpoint.save(small_disk, 2, {"w": torch.ones(1_000_000)}, keep=3)
+    assert info.value.errno == errno.ENOSPC
+    assert sorted(p.name for p in small_disk.iterdir()) == ["ckpt_1.pt"], "no temporary or half-written file"
+    path, ckpt = checkpoint.load_latest(small_disk)
+    assert path.name == "ckpt_1.pt" and torch.equal(ckpt["w"], small["w"])
+    checkpoint.save(small_disk, 3, small, keep=3)  # space is there again for a small one
+    assert [p.name for p in checkpoint.list_checkpoints(small_disk)] == ["ckpt_1.pt", "ckpt_3.pt"]
+
+
+def test_short_chaos_run_loses_nothing_and_heals(tmp_path):
+    _needs_root()
+    out = tmp_path / "chaos"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.chaos", "--minutes", "2", "--env", "CartPole-v1", "--out", str(out),
+         "--seed", "3", "--faults", ",".join(FAULTS), "--warmup", "20", "--save-interval", "5",
+         "--min-gap", "2", "--max-gap", "6", "--partition-s", "10"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900)
+    report = out / "chaos.json"
+    assert report.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(report.read_text())
+    s = data["summary"]
+    print("\nCHAOS " + json.dumps({k: s[k] for k in ("faults", "worst_whole_s", "return_ratio", "peak_ratio")})
+          + " " + json.dumps([(f["kind"], f["whole_s"]) for f in data["faults"]]), flush=True)
+    assert {f["kind"] for f in data["faults"]} == set(FAULTS), data["faults"]
+    for f in data["faults"]:
+        assert f["whole_s"] is not None, f"never whole again after {f}"
+        # a learner's cold start (python, torch) is this machine's CPU, not recovery: 30 s after it was back
+        budget = 30 + (f["detail"]["restart_s"] if f["kind"] == "kill_learner" else 0)
+        assert f["whole_s"] <= budget, f"not whole within {budget:.0f} s: {f}"
+    assert s["checkpoints_lost"] == 0 and all(not r["lost"] for r in data["resumes"]), data["resumes"]
+    assert s["checkpoints_unreadable"] == 0 and s["half_written_files"] == 0, data["checkpoints"]
+    assert data["checkpoints"]["chaos"]["files"], "the run ends with checkpoints"
+    disk = next(f["detail"] for f in data["faults"] if f["kind"] == "full_disk")
+    assert disk["learner_alive"] and disk["older_checkpoints_readable"] and not disk["half_written_left"], disk
+    assert len(disk["learner_said"]) == 1 and "No space left on device" in disk["learner_said"][0], disk
+    assert s["learner_exit_code"] == 0 and data["exit_codes"]["calm"] == 0
+    assert s["learner_starts"] == 2, "one start and one resume: the learner never died by itself"
+    assert s["honest_rejected"] == 0 and s["calm_rejected"] == 0
+    assert s["skipped_updates"] == 0 and s["orphaned_emulators"] == 0
+    for run in ("chaos", "calm"):
+        assert {"learner", "host", "emulator", "actor0", "remote"} <= set(data["memory"][run]), data["memory"][run]
+    assert s["mean_return_chaos"] is not None and s["mean_return_calm"] is not None
+    assert proc.returncode == (0 if s["ok"] else 1)
