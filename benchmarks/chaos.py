@@ -254,12 +254,16 @@ class Chaos:
                 order = faults[:]
                 self.rng.shuffle(order)  # every kind in each cycle, in a seeded order
             kind = order.pop()
-            at = self.sampler.now()
+            at, wall = self.sampler.now(), time.time()
             print(f"[{at:6.0f}s] fault {kind}", flush=True)
             ended, detail = getattr(self, "partition_fault" if kind == "partition" else kind)()
             whole = self.wait_whole(ended + (self.args.actor_timeout + 1 if kind in LOSES_ACTOR else 0))
             if whole is not None and kind in LOSES_ACTOR:
                 whole = round(whole + self.args.actor_timeout + 1, 1)
+            if kind in LOSES_ACTOR or kind == "kill_learner":
+                # the first (re)join after the fault: how much of `whole_s` a process's cold start took
+                joins = [a["joined_at"] for a in read_actors(self.fleet.run_dir) if a["joined_at"] > wall]
+                detail["first_join_s"] = round(min(joins) - wall, 1) if joins else None
             self.records.append(FaultRecord(kind, round(at, 1), round(ended, 1), whole, detail))
             print(f"[{self.sampler.now():6.0f}s]   whole after {whole} s  {detail}", flush=True)
             self.sleep(self.rng.uniform(self.args.min_gap, self.args.max_gap))
@@ -291,8 +295,9 @@ def _loads(path: Path) -> bool:
 
 # ---------------------------------------------------------------------- report
 def memory_summary(samples: list[tuple[float, dict[str, float]]], warmup: float) -> dict[str, dict]:
-    """Per role: RSS (MiB) at the first and last sample, the slope (MiB per hour) of a least-squares
-    line through the samples after `warmup`, and the peak."""
+    """Per role: RSS (MiB) at the first and last sample, the peak, the growth after `warmup` (the
+    median of the last minute's samples less the first minute's after it) and the slope (MiB
+    per hour) of a least-squares line through the samples after it."""
     roles = sorted({r for _, s in samples for r in s})
     out = {}
     for role in roles:
@@ -304,6 +309,9 @@ def memory_summary(samples: list[tuple[float, dict[str, float]]], warmup: float)
             slope = round(float(np.polyfit(ts, vs, 1)[0]) * 3600, 1)
         out[role] = {"start_mb": round(pts[0][1], 1), "after_warmup_mb": round(late[0][1], 1) if late else None,
                      "end_mb": round(pts[-1][1], 1), "peak_mb": round(max(v for _, v in pts), 1),
+                     # medians of a minute (12 samples): an update's batch tensors come and go, growth stays
+                     "growth_after_warmup_mb": round(float(np.median([v for _, v in late[-12:]])
+                                                           - np.median([v for _, v in late[:12]])), 1) if late else None,
                      "slope_mb_per_h": slope}
     return out
 
@@ -399,23 +407,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--save-interval", type=int, default=20, help="updates between checkpoints")
     p.add_argument("--disk-mb", type=int, default=0, help="size of the checkpoints tmpfs (0: 32 for vector "
                    "games, 512 for image games)")
+    p.add_argument("--calm-only", action="store_true", help="only the undisturbed run, for its memory "
+                   "(OUT/memory.json); no root needed")
+    p.add_argument("--limit-mb", type=float, default=50, help="--calm-only: most growth of the learner, the "
+                   "host and an emulator after --warmup")
     p.add_argument("--learner-flag", action="append", default=[], help="more learner flags (repeat)")
     args = p.parse_args(argv)
     faults = [f for f in args.faults.split(",") if f]
-    unknown = [f for f in faults if f not in FAULTS]
+    if args.calm_only:
+        faults = ["none"]
+    unknown = [f for f in faults if f not in FAULTS and not args.calm_only]
     if unknown or not faults:
         p.error(f"--faults: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(FAULTS)}")
-    if os.geteuid() != 0 and ({"partition", "full_disk"} & set(faults)):
+    if not args.calm_only and os.geteuid() != 0 and ({"partition", "full_disk"} & set(faults)):
         p.error("--faults partition and full_disk need root (a network namespace, a tmpfs mount)")
-    if args.actors < 1 and {"kill_actor", "stop_actor"} & set(faults):
+    if not args.calm_only and args.actors < 1 and {"kill_actor", "stop_actor"} & set(faults):
         p.error("--actors must be at least 1 for kill_actor and stop_actor")
+    if args.calm_only:
+        args.faults = "none"
     args.out = Path(args.out or tempfile.mkdtemp(prefix="chaos-"))
     args.out.mkdir(parents=True, exist_ok=True)
     image = args.env.endswith("-v0") or "NoFrameskip" in args.env or args.env.startswith("ALE/")
     disk_mb = args.disk_mb or (512 if image else 32)
     flags = ["--env", args.env, "--seed", str(args.seed), "--report-interval", "1", "--quiet",
-             "--eval-interval", "0", "--torch-threads", "1", "--save-interval", str(args.save_interval),
+             "--eval-interval", "0", *([] if args.calm_only else ["--torch-threads", "1"]), "--save-interval", str(args.save_interval),
              "--actor-timeout", str(args.actor_timeout), *args.learner_flag]
+    if args.calm_only:
+        return calm_only(args, flags)
     tag = os.getpid() % 4000
     with Partition(tag) if "partition" in faults else _Null() as part:
         chaos = Fleet("chaos", args.out / "chaos", flags, free_base_port(), args.emulators, args.actors, part)
@@ -443,6 +461,40 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(out["summary"], indent=1))
     print(f"written {args.out / 'chaos.json'}")
     return 0 if out["summary"]["ok"] else 1
+
+
+def calm_only(args: argparse.Namespace, flags: list[str]) -> int:
+    """The undisturbed run alone (`./launch.sh`'s shape: a learner and an actor host, plus
+    --actors one-process actors), every process's RSS logged; OUT/memory.json. Exit code 1
+    when a role grew more than --limit-mb after --warmup."""
+    calm = Fleet("calm", args.out / "calm", flags, free_base_port(), args.emulators, args.actors,
+                 second_host=False)
+    calm.out.mkdir(parents=True, exist_ok=True)
+    sampler = None
+    try:
+        calm.start_learner()
+        calm.start_actors()
+        sampler = Sampler([calm], time.monotonic()).start()
+        end = time.monotonic() + args.minutes * 60
+        while time.monotonic() < end:
+            died = calm.restart_dead()
+            if died or calm.procs["learner"].poll() is not None:
+                print(f"died during the run: {died or ['learner']}", flush=True)
+                break
+            time.sleep(1)
+    finally:
+        if sampler is not None:
+            sampler.stop()
+        code = calm.stop()
+    mem = memory_summary(sampler.rss["calm"], args.warmup) if sampler else {}
+    roles = [r for r in ("learner", "host", "emulator") if r in mem]
+    growth = {r: mem[r]["growth_after_warmup_mb"] for r in roles}
+    ok = code == 0 and all(g is not None and g <= args.limit_mb for g in growth.values())
+    out = {"summary": {"growth_after_warmup_mb": growth, "limit_mb": args.limit_mb, "learner_exit_code": code,
+                       "ok": ok}, "memory": mem, "settings": vars(args) | {"out": str(args.out)}}
+    (args.out / "memory.json").write_text(json.dumps(out, indent=1, default=str))
+    print(json.dumps(out["summary"], indent=1))
+    return 0 if ok else 1
 
 
 class _Null:

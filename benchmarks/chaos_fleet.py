@@ -123,6 +123,7 @@ class Fleet:
     partition: Partition | None = None
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     learner_starts: int = 0
+    second_host: bool = True  # one more one-process actor, the "remote" one
     killing: bool = False  # the learner is being killed on purpose: the supervisor leaves it
 
     @property
@@ -131,7 +132,7 @@ class Fleet:
 
     @property
     def expected_actors(self) -> int:
-        return self.emulators + self.actors + 1
+        return self.emulators + self.actors + int(self.second_host)
 
     def _address(self) -> str:
         return f"tcp://{self.partition.learner_ip if self.partition else '127.0.0.1'}:{self.port}"
@@ -177,7 +178,7 @@ class Fleet:
         return self._start(role, actor)
 
     def actor_roles(self) -> list[str]:
-        return ["host", *(f"actor{i}" for i in range(self.actors)), "remote"]
+        return ["host", *(f"actor{i}" for i in range(self.actors)), *(["remote"] if self.second_host else [])]
 
     def start_actors(self) -> None:
         for role in self.actor_roles():
