@@ -13,10 +13,10 @@ import numpy as np
 import torch
 
 from actor.link import LearnerChanged, LearnerLink, Stop, Welcome
-from actor.opponents import OpponentPool
 from actor.rollout import RolloutCollector
 from common import protocol, transport
 from common.envs import EnvError, make_env
+from common.families import family_for
 from common.model import build_model
 
 log = logging.getLogger("actor")
@@ -34,8 +34,8 @@ class ActorClient:
     def _adopt(self, welcome: Welcome) -> None:
         if self.collector is not None:
             self.collector.actor_id = welcome.actor_id
-        if self.link.pool is not None:
-            self.link.pool.forget_snapshots()  # a new learner session may reuse their names
+        if self.link.hooks is not None:
+            self.link.hooks.on_new_session()
 
     def run(self) -> int:
         link = self.link
@@ -47,9 +47,7 @@ class ActorClient:
         torch.manual_seed(welcome.seed)
         env = make_env(s["env"], seed=welcome.seed, **s["env_kwargs"])
         model = build_model(s["model"]).eval()
-        if s["two_player"]:
-            link.pool = OpponentPool(model, s["model"], welcome.seed)
-            env.unwrapped.pick_opponent = link.pool.pick
+        link.hooks = family_for(s["env"]).actor_hooks(env, model, s["model"], welcome.seed)
         link.open_data_links(model)
         link.on_rejoin.append(self._adopt)
         self.collector = RolloutCollector(

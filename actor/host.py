@@ -66,9 +66,9 @@ class ActorHost:
     def _join(self) -> None:
         link = self.link
         s = link.join().settings
-        if s["model"]["kind"] not in HOST_MODEL_KINDS or s.get("two_player"):
+        if s["model"]["kind"] not in HOST_MODEL_KINDS or s.get("episode_extras"):
             raise EnvError(f"the actor host does not run {s['model']['kind']} policies (action masks, "
-                           "opponents): run one-process actors (launch.sh --actor-mode process)")
+                           "game-family hooks): run one-process actors (launch.sh --actor-mode process)")
         log.info("joined %s (env %s, mode %s); %d emulators, policy on %s (%s)", link.address, s["env"],
                  s["mode"], self.n, self.device, self.dtype)
         torch.set_num_threads(1)

@@ -33,7 +33,6 @@ from typing import Any
 import torch
 import zmq
 
-from actor.opponents import OpponentPool
 from common import protocol, transport
 from common.model import expected_params, load_numpy_state, spec_hash
 from common.protocol import ProtocolError
@@ -195,7 +194,7 @@ class LearnerLink:
         self.rollout_buffer: int | None = None
         self.sent = 0
         self.dropped = 0  # rollouts made for a learner that restarted before they could be sent
-        self.pool: OpponentPool | None = None  # two-player games: takes league and snapshot messages
+        self.hooks: Any = None  # a game family's actor hooks: take its own kinds of messages
 
     @property
     def welcome(self) -> Welcome | None:
@@ -349,8 +348,8 @@ class LearnerLink:
         while self.sub.poll(timeout_ms):
             buf = self.sub.recv()
             timeout_ms = 0
-            if self.pool is not None and protocol.peek_kind(buf) in ("league", "snapshot"):
-                self._league_message(buf)
+            if self.hooks is not None and protocol.peek_kind(buf) in self.hooks.kinds:
+                self._family_message(buf)
             else:
                 newest = buf
         if newest is None:
@@ -376,19 +375,16 @@ class LearnerLink:
         self.version = msg["version"]
         return True
 
-    def _league_message(self, buf: bytes) -> None:
-        """Two-player games: the league's opponent probabilities, or a snapshot's weights, for
-        the pool (those of another learner session are left alone: its weights make us rejoin)."""
+    def _family_message(self, buf: bytes) -> None:
+        """A message of the game family's own kinds, for its hooks (those of another learner
+        session are left alone: its weights make us rejoin)."""
         try:
             msg = protocol.decode(buf, max_bytes=self.max_bytes)
             if msg.get("session") != self.welcome.session:
                 return
-            if msg["kind"] == "league":
-                self.pool.set_league(protocol.validate_league(msg))
-            elif self.pool.wants(msg.get("name")):
-                self.pool.add_snapshot(*protocol.validate_snapshot(msg, self.expected, self.spec_hash))
+            self.hooks.on_message(msg, self.expected, self.spec_hash)
         except ProtocolError as exc:
-            log.warning("dropped bad league or snapshot message: %s", exc)
+            log.warning("dropped bad %s message: %s", protocol.peek_kind(buf), exc)
 
     def wait_for_weights(self, model: torch.nn.Module, newer_than: int, give_up_after: float | None = None) -> bool:
         """WAITING (heartbeats going) until weights newer than `newer_than` arrive: True, and

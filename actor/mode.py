@@ -12,7 +12,7 @@ emulators a core: then the others step while the host's policy runs on a batch. 
 each emulator waits for its action while its core idles, and one-process actors (each core
 emulating and inferring by turns) are faster (Airstriker's CNN and CartPole's MLP alike). With
 CUDA on the host a CNN leaves the CPU, so a host from two emulators (not measured here: no GPU).
-One-process actors always for two-player games (ConnectX: masks, opponents).
+One-process actors always for games with masks or game-family hooks (board games).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import os
 import sys
 from typing import Any
 
-HOST_MODEL_KINDS = ("nature_cnn", "mlp")  # policies the actor host runs (no masks, no opponents)
+HOST_MODEL_KINDS = ("nature_cnn", "mlp")  # policies the actor host runs (no masks, no family hooks)
 
 
 def choose(settings: dict[str, Any], actors: int, cores: int | None = None,
@@ -31,8 +31,8 @@ def choose(settings: dict[str, Any], actors: int, cores: int | None = None,
     """("host" or "process", why) for `actors` emulators of the game a welcome's `settings` name,
     on a machine with `cores` CPU cores (default: this one's) and CUDA or not (default: asks torch)."""
     kind = settings["model"]["kind"]
-    if kind not in HOST_MODEL_KINDS or settings.get("two_player"):
-        return "process", f"the actor host does not run {kind} policies (action masks, opponents)"
+    if kind not in HOST_MODEL_KINDS or settings.get("episode_extras"):
+        return "process", f"the actor host does not run {kind} policies (action masks, family hooks)"
     if actors < 2:
         return "process", "one emulator: nothing to batch"
     if cuda is None and kind == "nature_cnn":

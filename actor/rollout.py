@@ -56,15 +56,17 @@ class RolloutBuilder:
     An observation after `terminated` or `truncated` is the next episode's reset frame, as the
     emulator returns it; the frame stack restarts from it (as the learner rebuilds stacks).
     Rewards beyond +-max_abs_reward (the learner rejects them) are clipped, float observations
-    kept within the wire's bounds. With `mask_size` (games with legal-action masks: ConnectX)
-    each step's mask is recorded too.
+    kept within the wire's bounds. With `mask_size` (games with legal-action masks) each
+    step's mask is recorded too; `episode_keys` are the fields a game family adds to an
+    episode, copied from the info at its end.
     """
 
     def __init__(self, first_obs: np.ndarray, *, actor_id: int, unroll_length: int, frame_stack: int,
                  frame_skip: int = 1, max_abs_reward: float = 1e6, mask_size: int = 0,
-                 lives: bool = False):
+                 lives: bool = False, episode_keys: tuple[str, ...] = ()):
         first_obs = bounded_observation(first_obs)
         self.lives = lives  # episodes say whether the game ended or only a life (game_over)
+        self.episode_keys = episode_keys
         self.actor_id = actor_id
         self.T = unroll_length
         self.frame_skip = frame_skip
@@ -132,8 +134,8 @@ class RolloutBuilder:
                 raw_reward: float | None = None, final_obs: np.ndarray | None = None,
                 episode_info: dict | None = None, game_over: bool = True) -> Rollout | None:
         """The emulator's answer to step t (after an episode's end, `obs` is the reset frame,
-        `final_obs` the one a time limit hid and `episode_info` what a two-player game says of
-        the game: opponent, seat, result; `game_over` False when the end was a lost life, the game
+        `final_obs` the one a time limit hid and `episode_info` the info at the episode's end,
+        which holds the `episode_keys`; `game_over` False when the end was a lost life, the game
         going on); the finished rollout after every T steps."""
         t = self.t
         obs = bounded_observation(obs)
@@ -148,9 +150,8 @@ class RolloutBuilder:
         if terminated or truncated:
             episode = {"return": self.episode_return, "length": self.episode_length,
                        "frames": self.episode_length * self.frame_skip}
-            if episode_info and "result" in episode_info:
-                episode.update(opponent=episode_info["opponent"], seat=episode_info["seat"],
-                               result=episode_info["result"])
+            if self.episode_keys and episode_info and all(k in episode_info for k in self.episode_keys):
+                episode.update({k: episode_info[k] for k in self.episode_keys})
             if self.lives:
                 episode["game_over"] = bool(game_over)
             self.episodes.append(episode)
@@ -183,12 +184,13 @@ class RolloutCollector:
         self.epsilon = epsilon
         self.rng = np.random.default_rng(seed)
         obs, info = env.reset(seed=seed)
-        # envs with legal-action masks (ConnectX) give one in every info; None for the others
+        # envs with legal-action masks give one in every info; None for the others
         self.mask: np.ndarray | None = info.get("action_mask")
         self.builder = RolloutBuilder(obs, actor_id=actor_id, unroll_length=unroll_length,
                                       frame_stack=frame_stack, frame_skip=frame_skip,
                                       max_abs_reward=max_abs_reward, lives=lives,
-                                      mask_size=0 if self.mask is None else len(self.mask))
+                                      mask_size=0 if self.mask is None else len(self.mask),
+                                      episode_keys=tuple(getattr(env.unwrapped, "episode_keys", ())))
         self.times = StepTimes()
 
     @property

@@ -77,7 +77,7 @@ def negamax_speed(args: argparse.Namespace) -> dict:
 
 
 def submission(args: argparse.Namespace) -> dict:
-    from learner.export_kaggle import SubmissionPlayer
+    from common.connectx.export_kaggle import SubmissionPlayer
 
     agent = Timed(SubmissionPlayer(args.file))
     out = {"file": args.file, "games_per_seat": args.games}

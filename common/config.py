@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from common.connectx.settings import ConnectXSettings
+
 
 class ConfigError(ValueError):
     """A configuration problem, worded as one line for the user."""
@@ -28,7 +30,9 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 
 
 @dataclass
-class Config:
+class Config(ConnectXSettings):
+    """Every setting; a game family's own settings come in as a base class (their checks there)."""
+
     # environment
     env: str = _f("Airstriker-Genesis-v0", "stable-retro game id (ends in -v0) or Gymnasium id")
     preset: str = _f("auto", "settings for the env from common/presets.toml: auto (picked by --env), "
@@ -79,18 +83,6 @@ class Config:
     )
     eps_base: float = _f(0.4, "epsilon of the most exploring actor with --exploration epsilon")
     eps_alpha: float = _f(7.0, "spread of the epsilon ladder with --exploration epsilon")
-    # two-player games (connectx): the opponent pool and the board network
-    opponents: str = _f("random,tactical,negamax2,negamax", "scripted players in the opponent pool (random, tactical, negamax, negamaxN)")
-    league_shares: str = _f("self=0.1,negamax=0.3", "fixed shares of games: name=share,... (self = the current policy); PFSP splits the rest")
-    pfsp_power: float = _f(2.0, "PFSP weight of an opponent: (1 - score against it) ** power + pfsp_floor")
-    pfsp_floor: float = _f(0.05, "PFSP weight every pool member keeps, however well the agent does against it")
-    snapshot_score: float = _f(0.7, "a snapshot joins the pool once the agent scores this against every member")
-    snapshot_interval: float = _f(120.0, "seconds at least between two snapshots joining the pool")
-    max_snapshots: int = _f(6, "snapshots kept in the pool (the easiest to beat leaves)")
-    eval_games: int = _f(100, "two-player games: evaluation games a seat against each of --eval-opponents")
-    eval_opponents: str = _f("random,negamax", "two-player games: the scripted players evaluations play")
-    board_channels: int = _f(0, "3x3 conv channels of the board network (0 = an MLP on the planes)")
-    board_blocks: int = _f(0, "3x3 conv layers of the board network")
     seed: int = _f(1, "base seed; each actor's seed is derived from it and the actor id")
     device: str = _f("auto", "auto (CUDA when present), cpu, cuda, cuda:N")
     torch_threads: int = _f(0, "learner's torch CPU threads; 0 = half the cores, leaving the rest to actors")
@@ -126,8 +118,7 @@ class Config:
     def __post_init__(self) -> None:
         positive = ("frame_skip", "frame_stack", "frame_size", "unroll_length", "batch_size",
                     "max_policy_lag", "epochs", "minibatches", "hidden_size", "lstm_hidden", "save_interval",
-                    "max_checkpoints", "return_window", "max_actors", "min_actors", "max_snapshots",
-                    "eval_games")
+                    "max_checkpoints", "return_window", "max_actors", "min_actors")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -162,30 +153,15 @@ class Config:
             raise ConfigError("--resume continues a run and --overwrite deletes it: give one of them")
         if self.minibatches > 1 and self.mode == "async" and self.rollouts_per_batch < self.minibatches:
             raise ConfigError("minibatches must not exceed the rollouts in a batch (batch_size / unroll_length)")
-
-        if self.board_channels < 0 or self.board_blocks < 0 or (self.board_blocks > 0) != (self.board_channels > 0):
-            raise ConfigError("board_channels and board_blocks are both 0 (an MLP) or both positive")
-        self.shares()  # checks the form of league_shares
+        problem = self.settings_problem()
+        if problem:
+            raise ConfigError(problem)
         from common.families import family_for
 
         if not family_for(self.env).uses_frame_skip:
             self.frame_skip = 1  # what such a family uses, so what config.toml records
 
     # derived values, computed in one place
-    def shares(self) -> dict[str, float]:
-        """league_shares as a dict; ConfigError on a malformed entry."""
-        out: dict[str, float] = {}
-        for item in filter(None, (x.strip() for x in self.league_shares.split(","))):
-            name, _, value = item.partition("=")
-            try:
-                out[name.strip()] = float(value)
-            except ValueError:
-                raise ConfigError(f"league_shares: {item!r} is not name=share") from None
-        return out
-
-    def scripted_opponents(self) -> tuple[str, ...]:
-        return tuple(filter(None, (x.strip() for x in self.opponents.split(","))))
-
     @property
     def rollouts_per_batch(self) -> int:
         return -(-self.batch_size // self.unroll_length)

@@ -42,7 +42,7 @@ class EnvSignature:
     n_actions: int
     is_image: bool
     action_mask: bool = False  # info["action_mask"] holds the legal actions each step
-    two_player: bool = False  # info at a game's end holds opponent, seat and result
+    episode_extras: str = ""  # info at a game's end holds these registered episode fields too
     lives: bool = False  # a lost life ends an episode; info["game_over"] says if the game did
 
 

@@ -194,10 +194,10 @@ def env_model_spec(cfg: Config) -> tuple[EnvSignature, dict[str, Any]]:
     derivation, in one place). Starts no retro emulator."""
     from common import envs
     from common.config import ConfigError
-    from common.families import env_settings
+    from common.families import env_settings, family_for
 
     sig = envs.env_signature(cfg.env, **env_settings(cfg))
-    if sig.two_player:
+    if family_for(cfg.env).name == "ConnectX":  # board planes: the board network
         if cfg.model != "auto":
             raise ConfigError(f"--model {cfg.model}: two-player boards run their own network (--model auto)")
         return sig, board_spec(sig.obs_shape, sig.n_actions, cfg.hidden_size, cfg.board_channels, cfg.board_blocks)

@@ -9,7 +9,6 @@ No pickle and no msgpack ext types anywhere.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, make_dataclass
 from typing import Any
@@ -26,7 +25,8 @@ PROB_FLOOR = 1e-30
 LOGP_FLOOR = math.log(PROB_FLOOR)  # about -69.1
 MAX_ABS_OBSERVATION = 1e6
 """Float observations are clipped to [-MAX_ABS_OBSERVATION, MAX_ABS_OBSERVATION] by actors."""
-KINDS = ("hello", "welcome", "rollout", "weights", "heartbeat", "rejoin", "league", "snapshot")
+KINDS = ["hello", "welcome", "rollout", "weights", "heartbeat", "rejoin"]
+"""Every kind on the wire: these, and those a game family adds with `register_kind`."""
 TOKEN_CHARS = 64  # the longest token a message may carry (the learner hands out 32 hex chars)
 ALLOWED_DTYPES = {
     name: np.dtype(name) for name in ("uint8", "int8", "int32", "int64", "float16", "float32", "bool")
@@ -36,6 +36,12 @@ CODECS = ("none", "lz4")
 
 class ProtocolError(ValueError):
     """A message that fails decoding or validation; the receiver drops and counts it."""
+
+
+def register_kind(kind: str) -> None:
+    """A message kind a game family adds (it brings its own encode and validate functions)."""
+    if kind not in KINDS:
+        KINDS.append(kind)
 
 
 # ---------------------------------------------------------------------------- arrays
@@ -208,7 +214,8 @@ def _int(msg: dict, key: str, lo: int = 0, hi: int = 1 << 62) -> int:
     return value
 
 
-def _float(value: Any, what: str) -> float:
+def finite_float(value: Any, what: str) -> float:
+    """`value` as a float when it is a finite number; ProtocolError otherwise."""
     if type(value) not in (int, float) or not math.isfinite(value):
         raise ProtocolError(f"{what} must be a finite number, got {value!r}")
     return float(value)
@@ -230,7 +237,7 @@ class RolloutSpec:
     max_abs_reward: float = 1e6
     max_episode_steps: int | None = None
     action_mask: bool = False  # rollouts carry action_mask [T, n_actions] (legal actions)
-    two_player: bool = False  # episodes carry opponent, seat and result
+    episode_extras: str = ""  # episodes also carry these registered fields (register_episode_fields)
     state_shape: tuple[int, ...] = (0,)  # the recurrent state at a rollout's start; (0,) = none
     state_bound: tuple[float, ...] = ()  # the most |x| of each row of the state (its first axis)
     lives: bool = False  # episodes end at a lost life and carry game_over (common/families/atari.py)
@@ -415,9 +422,6 @@ def omissible_keys(spec: RolloutSpec) -> set[str]:
     return {f.name for f in ROLLOUT_FIELDS if f.present(spec) and f.may_omit}
 
 
-# Names of opponents in two-player games: the current policy, scripted players, snapshots.
-OPPONENT_NAME = re.compile(r"^(self|random|tactical|negamax\d?|snap\d{1,9})$")
-MAX_LEAGUE = 64  # opponents a league message may name
 
 
 def _token(value: Any) -> str:
@@ -433,12 +437,22 @@ def _count(value: Any, what: str) -> int:
 
 
 # An episode's fields and how each is checked here (types and finiteness; how they fit the
-# rollout is learner/episodes.py's business); two-player games add TWO_PLAYER_FIELDS.
+# rollout is learner/episodes.py's business); a game family may add a named set of its own.
 EPISODE_FIELDS = {
-    "return": lambda v: _float(v, "episode return"),
+    "return": lambda v: finite_float(v, "episode return"),
     "length": lambda v: _count(v, "episode length"),
     "frames": lambda v: _count(v, "episode frames"),
 }
+EPISODE_EXTRAS: dict[str, dict[str, Callable[[Any], Any]]] = {}
+"""Named sets of extra episode fields (RolloutSpec.episode_extras), each field with its check."""
+
+
+def register_episode_fields(name: str, fields: dict[str, Callable[[Any], Any]]) -> None:
+    """Extra fields every episode of a game family carries (`RolloutSpec.episode_extras = name`);
+    each check returns the clean value or raises ProtocolError."""
+    if set(fields) & set(EPISODE_FIELDS):
+        raise ValueError(f"episode fields {sorted(set(fields) & set(EPISODE_FIELDS))} are already taken")
+    EPISODE_EXTRAS[name] = dict(fields)
 
 
 def rollout_identity(msg: dict[str, Any]) -> tuple[int, str]:
@@ -464,23 +478,11 @@ def _check_mask(mask: np.ndarray, actions: np.ndarray) -> None:
         raise IllegalAction(f"{illegal} actions the rollout's own action_mask forbids")
 
 
-def _opponent(value: Any) -> str:
-    if not isinstance(value, str) or not OPPONENT_NAME.match(value):
-        raise ProtocolError(f"episode opponent {str(value)[:40]!r} is not an opponent name")
-    return value
-
-
-def _one_of(value: Any, allowed: tuple[int, ...], what: str) -> int:
+def one_of(value: Any, allowed: tuple[int, ...], what: str) -> int:
+    """`value` when it is one of the ints `allowed`; ProtocolError otherwise."""
     if type(value) is not int or value not in allowed:
         raise ProtocolError(f"{what} must be one of {allowed}, got {str(value)[:40]}")
     return value
-
-
-TWO_PLAYER_FIELDS = {
-    "opponent": _opponent,
-    "seat": lambda v: _one_of(v, (0, 1), "episode seat"),
-    "result": lambda v: _one_of(v, (-1, 0, 1), "episode result"),  # the agent's: win, draw, loss
-}
 
 
 def _game_over(value: Any) -> bool:
@@ -494,8 +496,12 @@ LIVES_FIELDS = {"game_over": _game_over}  # False: a life was lost and the game 
 
 def episode_fields(spec: RolloutSpec) -> dict[str, Any]:
     """The fields every episode of a rollout has under `spec`, each with its check."""
-    return (EPISODE_FIELDS | (TWO_PLAYER_FIELDS if spec.two_player else {})
-            | (LIVES_FIELDS if spec.lives else {}))
+    fields = EPISODE_FIELDS | (LIVES_FIELDS if spec.lives else {})
+    if not spec.episode_extras:
+        return fields
+    if spec.episode_extras not in EPISODE_EXTRAS:
+        raise KeyError(f"episode fields {spec.episode_extras!r} were never registered (import its game family)")
+    return fields | EPISODE_EXTRAS[spec.episode_extras]
 
 
 def validate_rollout(msg: dict[str, Any], spec: RolloutSpec, *, latest_version: int,
@@ -567,10 +573,10 @@ def validate_weights(msg: dict[str, Any], expected: dict[str, tuple[tuple[int, .
     if msg.get("spec_hash") != spec_hash:
         raise ProtocolError("weights are for a different model spec")
     _int(msg, "version")
-    return _params(msg, expected)
+    return unpack_params(msg, expected)
 
 
-def _params(msg: dict[str, Any], expected: dict[str, tuple[tuple[int, ...], str]]) -> dict[str, np.ndarray]:
+def unpack_params(msg: dict[str, Any], expected: dict[str, tuple[tuple[int, ...], str]]) -> dict[str, np.ndarray]:
     params = msg.get("params")
     if not isinstance(params, dict) or set(params) != set(expected):
         raise ProtocolError("weights name other parameters than the model has")
@@ -581,48 +587,3 @@ def _params(msg: dict[str, Any], expected: dict[str, tuple[tuple[int, ...], str]
             raise ProtocolError(f"parameter {name} is not finite")
         out[name] = arr
     return out
-
-
-# ---------------------------------------------------------------------------- league (two-player)
-
-
-def encode_league(weights: dict[str, float], *, session: str) -> bytes:
-    """The opponents actors draw from and their probabilities (learner -> actors, weights socket)."""
-    return encode("league", session=session, weights={k: float(v) for k, v in weights.items()})
-
-
-def validate_league(msg: dict[str, Any]) -> dict[str, float]:
-    """Opponent name -> probability, checked: known name forms, finite, summing to 1."""
-    if msg.get("kind") != "league" or set(msg) != {"v", "kind", "session", "weights"}:
-        raise ProtocolError("a league message is a map of session and weights")
-    weights = msg["weights"]
-    if not isinstance(weights, dict) or not 0 < len(weights) <= MAX_LEAGUE:
-        raise ProtocolError(f"league weights must name 1 to {MAX_LEAGUE} opponents")
-    out = {}
-    for name, w in weights.items():
-        if not isinstance(name, str) or not OPPONENT_NAME.match(name):
-            raise ProtocolError(f"league names {str(name)[:40]!r}, not an opponent")
-        out[name] = _float(w, f"league weight of {name}")
-        if not 0.0 <= out[name] <= 1.0:
-            raise ProtocolError(f"league weight of {name} must lie in [0, 1]")
-    if abs(sum(out.values()) - 1.0) > 1e-3:
-        raise ProtocolError("league weights must sum to 1")
-    return out
-
-
-def encode_snapshot(name: str, state: dict[str, np.ndarray], *, spec_hash: str, session: str) -> bytes:
-    """A frozen policy of the league, by name (``snapK``), for actors to cache."""
-    return encode("snapshot", name=name, spec_hash=spec_hash, session=session,
-                  params={k: pack_array(v) for k, v in state.items()})
-
-
-def validate_snapshot(msg: dict[str, Any], expected: dict[str, tuple[tuple[int, ...], str]],
-                      spec_hash: str) -> tuple[str, dict[str, np.ndarray]]:
-    if msg.get("kind") != "snapshot" or set(msg) != {"v", "kind", "name", "spec_hash", "session", "params"}:
-        raise ProtocolError("a snapshot message is a map of name, spec_hash, session, params")
-    name = msg["name"]
-    if not isinstance(name, str) or not OPPONENT_NAME.match(name) or not name.startswith("snap"):
-        raise ProtocolError(f"snapshot name {str(name)[:40]!r} is not snapK")
-    if msg["spec_hash"] != spec_hash:
-        raise ProtocolError("snapshot is for a different model spec")
-    return name, _params(msg, expected)

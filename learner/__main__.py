@@ -124,15 +124,21 @@ def main_evaluate(argv: list[str]) -> int:
     p.add_argument("--rate-snapshots", action="store_true",
                    help="with --opponent: also rate the run's league snapshots (league/elo.json)")
     args = p.parse_args(argv)
-    from learner.connectx_eval import evaluate_run
     from learner.evaluate import EvaluateError, evaluate
-    from learner.policy import PolicyError
+    from learner.policy import PolicyError, load_policy
 
     try:
         if args.opponent:  # two-player games: matches from both seats
-            result = evaluate_run(args.run_dir, checkpoint=args.checkpoint,
-                                  opponents=[o.strip() for o in args.opponent.split(",") if o.strip()],
-                                  games_per_seat=args.games, seed=args.seed, rate=args.rate_snapshots)
+            from common.connectx.evaluation import check_request, evaluate_policy
+
+            opponents = [o.strip() for o in args.opponent.split(",") if o.strip()]
+            try:
+                check_request(opponents, args.games)
+                policy = load_policy(args.run_dir, checkpoint=args.checkpoint, seed=args.seed)
+                result = evaluate_policy(policy, args.run_dir, opponents=opponents, games_per_seat=args.games,
+                                         seed=args.seed, rate=args.rate_snapshots)
+            except ValueError as exc:
+                raise PolicyError(str(exc)) from None
         else:
             result = evaluate(args.run_dir, checkpoint=args.checkpoint, episodes=args.episodes,
                               video=args.video, seed=args.seed, greedy=args.greedy, max_steps=args.max_steps)
@@ -163,11 +169,11 @@ def main_export_kaggle(argv: list[str]) -> int:
     p.add_argument("--checkpoint", help="a ckpt_N.pt file (default: the newest of the run)")
     p.add_argument("--out", default="submission.py", help="file to write (default: submission.py)")
     args = p.parse_args(argv)
-    from learner.export_kaggle import export_run
-    from learner.policy import PolicyError
+    from common.connectx.export_kaggle import export_policy
+    from learner.policy import PolicyError, load_policy
 
     try:
-        path, origin = export_run(args.run_dir, args.out, checkpoint=args.checkpoint)
+        path, origin = export_policy(load_policy(args.run_dir, checkpoint=args.checkpoint), args.out)
     except (PolicyError, ValueError, OSError) as exc:
         print(f"learner export-kaggle: error: {exc}", file=sys.stderr)
         return 2

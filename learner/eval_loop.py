@@ -130,28 +130,23 @@ class EvalLoop:
             self.proc.kill()
 
 
-class BoardEvalLoop(EvalLoop):
-    """Two-player games (ConnectX): the greedy policy against each scripted opponent from both
-    seats (`games` a seat), and Elo ratings of the league's new snapshots, in the child process."""
+class FamilyEvalLoop(EvalLoop):
+    """A game family's evaluation (its hooks' ``eval_args`` for `learner evaluate`, ``eval_row``
+    to read the result), in the child process."""
 
-    def __init__(self, run_dir: Path, *, interval_min: float, games: int, opponents: str,
+    def __init__(self, run_dir: Path, hooks: Any, *, interval_min: float,
                  record: Callable[[dict[str, Any]], None]):
         super().__init__(run_dir, interval_min=interval_min, max_steps=1, record=record)
-        self.games, self.opponents = games, opponents
+        self.hooks = hooks
 
     def _args(self, partial: Path) -> list[str]:
-        return ["--opponent", self.opponents, "--games", str(self.games), "--rate-snapshots", "--json"]
+        return self.hooks.eval_args()
 
     def _finish(self, result: dict[str, Any], base: dict[str, Any], partial: Path, gif: Path) -> dict[str, Any]:
-        row = dict(base)
-        for match in result["matches"]:
-            for seat in ("first", "second"):
-                row[f"{match['opponent']}_{seat}"] = match[seat]["score"]
-            row[f"{match['opponent']}_illegal"] = match["illegal"]
-        row["elo"] = result.get("elo", {})
+        row = self.hooks.eval_row(result, base)
         with open(self.dir / "evals.jsonl", "a") as fh:
             fh.write(json.dumps(row) + "\n")
         self.record(row)
         log.info("evaluation %s: %s", base["eval"], ", ".join(
-            f"{k} {v:.3f}" for k, v in row.items() if k.endswith(("_first", "_second"))))
+            f"{k} {v:.3f}" for k, v in row.items() if k not in base and isinstance(v, float)))
         return row

@@ -15,6 +15,7 @@ import os
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ def open_fds() -> int | None:
 
 def finite_or_none(value: Any) -> Any:
     """Numbers that JSON can hold: NaN and infinities become None (inside maps too: the
-    league and Elo fields of two-player games)."""
+    fields a game family adds)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
@@ -134,11 +135,12 @@ class Metrics:
                 "unverified_episodes": self.unverified_episodes, "wall_s": self.wall_s(),
                 "recent_returns": list(self.returns)}
 
-    def report(self, actors: int, dropped_stale: int, *, two_player: dict[str, Any] | None = None,
+    def report(self, actors: int, dropped_stale: int, *, family: dict[str, Any] | None = None,
+               family_scalars: Callable[[dict[str, Any]], dict[str, float]] | None = None,
                **extra: Any) -> dict[str, Any]:
         """One row for the console, metrics.jsonl and TensorBoard; ``extra`` adds fields,
-        ``two_player`` those of two-player games (games_per_s, moves_per_s, ... and the
-        ``league`` and ``elo`` maps)."""
+        ``family`` those of a game family's hooks, ``family_scalars`` turns them into
+        TensorBoard scalars."""
         now = time.monotonic()
         t0, f0, e0 = self._last
         dt = max(now - t0, 1e-9)
@@ -163,7 +165,7 @@ class Metrics:
             "skipped_updates": self.skipped_updates,
             "unverified_episodes": self.unverified_episodes,
             **extra,
-            **(two_player or {}),
+            **(family or {}),
         }
         row = {k: finite_or_none(v) for k, v in row.items()}
         try:
@@ -173,7 +175,8 @@ class Metrics:
             if self.write_failures == 1 or self.write_failures % 100 == 0:
                 log.error("cannot write %s (%s); %d reports lost so far", self.path, exc, self.write_failures)
         self._scalars({f"charts/{k}": row[k] for k in CHARTS if row.get(k) is not None})
-        self._scalars(two_player_scalars(two_player or {}))
+        if family and family_scalars is not None:
+            self._scalars(family_scalars(family))
         return row
 
     def _scalars(self, values: dict[str, float], step: int | None = None) -> None:
@@ -212,11 +215,9 @@ class Metrics:
             except Exception as exc:  # the video is a nicety; the scalars above are logged
                 log.warning("W&B did not take the evaluation video: %s", exc)
 
-    def log_board_eval(self, row: dict[str, Any]) -> None:
-        """A two-player evaluation: eval/<opponent>_<seat> scores and the snapshots' Elo."""
-        values = {f"eval/{k}": v for k, v in row.items() if k.endswith(("_first", "_second", "_illegal"))}
-        values.update({f"elo/{k}": v for k, v in row.get("elo", {}).items()})
-        self._scalars(values, step=row["frames"])
+    def log_scalars(self, values: dict[str, float], step: int | None = None) -> None:
+        """Scalars of a game family's evaluation (TensorBoard at `step`, default frames)."""
+        self._scalars(values, step)
 
     def close(self) -> None:
         if self.writer is not None:
@@ -224,18 +225,6 @@ class Metrics:
         if self.wandb_run is not None:
             self.wandb_run.finish()
         self.file.close()
-
-
-def two_player_scalars(extra: dict[str, Any]) -> dict[str, float]:
-    """TensorBoard scalars of the two-player fields: charts/games_per_s..., league/..., elo/..."""
-    out = {f"charts/{k}": v for k, v in extra.items()
-           if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    for name, member in extra.get("league", {}).items():
-        out[f"league/weight_{name}"] = member["weight"]
-        if member["score"] is not None:
-            out[f"league/score_{name}"] = member["score"]
-    out.update({f"elo/{name}": rating for name, rating in extra.get("elo", {}).items()})
-    return out
 
 
 def console_line(row: dict[str, Any]) -> str:

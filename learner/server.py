@@ -26,19 +26,18 @@ import zmq.asyncio
 
 from common import envs, protocol, transport
 from common.config import Config, dump_toml, resume_changes
-from common.families import env_settings
+from common.families import env_settings, family_for
 from common.model import build_model, env_model_spec, spec_hash, state_spec, state_to_numpy
-from common.protocol import CONTROL_LIMITS, IllegalAction, ProtocolError, RolloutSpec
+from common.protocol import CONTROL_LIMITS, ProtocolError, RolloutSpec
 from learner import checkpoint, run_info
 from learner.batcher import Batch, Batcher, collate
 from learner.episodes import EpisodeBook
-from learner.eval_loop import BoardEvalLoop, EvalLoop
+from learner.eval_loop import EvalLoop, FamilyEvalLoop
 from learner.metrics import Metrics, open_fds
 from learner.progress import Console
 from learner.registry import IdentityError, Registry
 from learner.rounds import SyncRound
 from learner.trainer import Trainer, UpdateResult, finite_parameters, pick_device
-from learner.two_player import TwoPlayer
 
 log = logging.getLogger("learner")
 HELLO_KEYS = {"v", "kind", "host", "pid", "previous_id"}
@@ -88,7 +87,7 @@ def specs(cfg: Config) -> tuple[dict[str, Any], dict[str, Any], RolloutSpec]:
     spec = RolloutSpec(cfg.unroll_length, tuple(sig.obs_shape), sig.obs_dtype, model["frame_stack"],
                        sig.n_actions, kwargs["frame_skip"], cfg.max_abs_reward,
                        envs.time_limit(cfg.env, kwargs), action_mask=sig.action_mask,
-                       two_player=sig.two_player, state_shape=state_spec(model)[0],
+                       episode_extras=sig.episode_extras, state_shape=state_spec(model)[0],
                        state_bound=state_spec(model)[1], lives=sig.lives)
     return kwargs, model, spec
 
@@ -100,7 +99,7 @@ def actor_settings(cfg: Config) -> dict[str, Any]:
             "model": model, "max_message_bytes": int(cfg.max_message_mb * (1 << 20)),
             "publish_interval": cfg.publish_interval, "rollout_bytes": spec.max_rollout_bytes,
             "max_abs_reward": cfg.max_abs_reward, "sync_timeout": cfg.sync_timeout,
-            "two_player": spec.two_player, "lives": spec.lives}
+            "episode_extras": spec.episode_extras, "lives": spec.lives}
 
 
 class Learner:
@@ -138,14 +137,15 @@ class Learner:
         self.console = Console(cfg)
         self.registry = Registry(cfg, run_dir, next_actor_id=int(counters.get("next_actor_id", 0)))
         self.reached_end = False  # --total-frames, --stop-at-return or --max-minutes, not a signal
-        self.two_player = TwoPlayer(cfg, run_dir, self.model_spec, self.spec_hash, self.session,
-                                    counters.get("two_player")) if self.spec.two_player else None
-        if self.two_player is None:
+        # a game family's own part of the learner, if it has one
+        self.hooks = family_for(cfg.env).learner_hooks(cfg, run_dir, self.model_spec, self.spec_hash,
+                                                       self.session, counters.get("family"))
+        if self.hooks is None:
             self.evals = EvalLoop(run_dir, interval_min=cfg.eval_interval, max_steps=cfg.eval_max_steps,
                                   record=self.metrics.log_eval)
         else:
-            self.evals = BoardEvalLoop(run_dir, interval_min=cfg.eval_interval, games=cfg.eval_games,
-                                       opponents=cfg.eval_opponents, record=self._board_eval)
+            self.evals = FamilyEvalLoop(run_dir, self.hooks, interval_min=cfg.eval_interval,
+                                        record=self._family_eval)
         self.batcher = Batcher(cfg.rollouts_per_batch, cfg.max_policy_lag)
         self.batcher.dropped_stale = int(counters.get("dropped_stale", 0))
         self.round = SyncRound(self.version, timeout=cfg.sync_timeout, min_actors=cfg.min_actors)
@@ -203,8 +203,8 @@ class Learner:
         counters = self.metrics.counters()
         counters.update(version=self.version, next_actor_id=self.registry.next_actor_id,
                         dropped_stale=self.batcher.dropped_stale)
-        if self.two_player is not None:
-            counters["two_player"] = self.two_player.counters()
+        if self.hooks is not None:
+            counters["family"] = self.hooks.counters()
         return counters
 
     def save_checkpoint(self, counters: dict[str, Any]) -> Path | None:
@@ -333,12 +333,12 @@ class Learner:
                                           max_bytes=self.max_bytes)
             episodes = self.episodes.check(r)
         except ProtocolError as exc:
-            if isinstance(exc, IllegalAction) and self.two_player is not None:
-                self.two_player.on_illegal()
+            if self.hooks is not None:
+                self.hooks.on_rejected(exc)
             self._reject("%s", exc)
             return None
-        if self.two_player is not None:
-            self.two_player.on_rollout(r, episodes)
+        if self.hooks is not None:
+            self.hooks.on_rollout(r, episodes)
         m = self.metrics
         m.steps += r.steps
         m.frames += r.steps * self.spec.frame_skip
@@ -453,8 +453,8 @@ class Learner:
     async def publish_task(self, sock: zmq.asyncio.Socket) -> None:
         while True:
             await sock.send(self.weights_msg, copy=False)
-            if self.two_player is not None:
-                for msg in self.two_player.messages():
+            if self.hooks is not None:
+                for msg in self.hooks.messages():
                     await sock.send(msg, copy=False)
             try:
                 async with asyncio.timeout(self.cfg.publish_interval):
@@ -466,23 +466,22 @@ class Learner:
     async def report_task(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.report_interval)
-            if self.two_player is not None and self.two_player.due():
-                await self.snapshot()
+            if self.hooks is not None and self.hooks.wants_weights():
+                await self.hand_weights()
             self.report()
 
-    def _board_eval(self, row: dict[str, Any]) -> None:
-        """A two-player evaluation: TensorBoard now, metrics.jsonl with the next report."""
-        self.metrics.log_board_eval(row)
-        self.two_player.last_eval = row
+    def _family_eval(self, row: dict[str, Any]) -> None:
+        """A game family's evaluation: TensorBoard now, metrics.jsonl with the next report."""
+        self.metrics.log_scalars(self.hooks.on_eval(row), step=row["frames"])
 
-    async def snapshot(self) -> str:
-        """A snapshot of the current policy joins the opponent pool (weights copied between updates)."""
+    async def hand_weights(self) -> str:
+        """The current weights (copied between updates) to the family hooks that asked for them."""
         loop = asyncio.get_running_loop()
         state = await loop.run_in_executor(self.worker, state_to_numpy, self.trainer.model)
-        name = self.two_player.add_snapshot(state)
-        log.info("%s joins the opponent pool at update %d", name, self.metrics.updates)
+        line = self.hooks.take_weights(state)
+        log.info("%s at update %d", line, self.metrics.updates)
         self.publish_now.set()
-        return name
+        return line
 
     def report(self) -> dict[str, Any]:
         for actor_id in self.registry.prune(time.monotonic()):
@@ -492,7 +491,8 @@ class Learner:
             self._check_round()  # an actor that went silent no longer holds the round up
         row = self.metrics.report(len(live), self.batcher.dropped_stale,
                                   rate_limited=self.registry.rate_limited, fds=open_fds(),
-                                  two_player=None if self.two_player is None else self.two_player.report())
+                                  family=None if self.hooks is None else self.hooks.report(),
+                                  family_scalars=None if self.hooks is None else self.hooks.scalars)
         self.console.report(row)
         return row
 

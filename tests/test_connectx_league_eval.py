@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from actor.opponents import OpponentPool
+from common.connectx.evaluation import evaluate_model, rate_snapshots
 from common.connectx.features import N_PLANES
 from common.connectx.game import TOP_CELL, Game
 from common.connectx.match import play_match
-from common.connectx.opponents import RandomPlayer, TacticalRandom, scripted
+from common.connectx.opponents import OpponentPool, RandomPlayer, TacticalRandom, scripted
 from common.model import ConnectXNet, state_to_numpy
-from learner.connectx_eval import evaluate_model, rate_snapshots
 
 SPEC = {"kind": "connectx", "frame_shape": [N_PLANES, 6, 7], "frame_stack": 1, "n_actions": 7,
         "channels": 0, "blocks": 0, "hidden": 16}

@@ -11,6 +11,7 @@ import torch
 
 from actor.rollout import RolloutCollector
 from common import protocol
+from common.connectx import messages
 from common.envs import env_signature, make_env
 from common.model import board_spec, build_model, expected_params, spec_hash, state_to_numpy
 from common.protocol import IllegalAction, ProtocolError, RolloutSpec
@@ -19,7 +20,8 @@ from learner.episodes import EpisodeBook
 SIG = env_signature("connectx")
 MODEL = board_spec(SIG.obs_shape, SIG.n_actions, 32, 0, 0)
 T = 24
-SPEC = RolloutSpec(T, SIG.obs_shape, SIG.obs_dtype, 1, SIG.n_actions, action_mask=True, two_player=True)
+SPEC = RolloutSpec(T, SIG.obs_shape, SIG.obs_dtype, 1, SIG.n_actions, action_mask=True,
+                   episode_extras=messages.EPISODE_EXTRAS)
 
 
 def rollout(seed: int = 0):
@@ -37,7 +39,7 @@ def roundtrip(r, **overrides):
 
 def test_connectx_rollouts_carry_masks_and_game_results():
     r = rollout()
-    assert SIG.action_mask and SIG.two_player and r.action_mask.shape == (T, 7)
+    assert SIG.action_mask and SIG.episode_extras and r.action_mask.shape == (T, 7)
     assert r.action_mask[np.arange(T), r.actions].all()  # the actor only plays legal columns
     assert r.episodes and all(set(ep) == {"return", "length", "frames", "opponent", "seat", "result"}
                               for ep in r.episodes)
@@ -118,28 +120,28 @@ def test_a_mask_of_another_shape_or_dtype_is_refused(mask):
 
 def test_league_messages():
     good = {"self": 0.1, "negamax": 0.5, "snap3": 0.4}
-    msg = protocol.decode(protocol.encode_league(good, session="s"))
-    assert protocol.validate_league(msg) == pytest.approx(good)
+    msg = protocol.decode(messages.encode_league(good, session="s"))
+    assert messages.validate_league(msg) == pytest.approx(good)
     for weights in ({"alphazero": 1.0}, {"self": 0.5}, {"self": float("nan"), "random": 1.0},
                     {"self": -0.5, "random": 1.5}, {f"snap{i}": 1 / 100 for i in range(100)}, {}):
         with pytest.raises(ProtocolError):
-            protocol.validate_league(protocol.decode(protocol.encode_league(weights, session="s")))
+            messages.validate_league(protocol.decode(messages.encode_league(weights, session="s")))
 
 
 def test_snapshot_messages():
     net = build_model(MODEL)
     state, expected, h = state_to_numpy(net), expected_params(net), spec_hash(MODEL)
-    msg = protocol.decode(protocol.encode_snapshot("snap2", state, spec_hash=h, session="s"))
-    name, got = protocol.validate_snapshot(msg, expected, h)
+    msg = protocol.decode(messages.encode_snapshot("snap2", state, spec_hash=h, session="s"))
+    name, got = messages.validate_snapshot(msg, expected, h)
     assert name == "snap2" and all(np.array_equal(got[k], v) for k, v in state.items())
     with pytest.raises(ProtocolError, match="snapK"):
-        protocol.validate_snapshot(protocol.decode(protocol.encode_snapshot("negamax", state, spec_hash=h,
+        messages.validate_snapshot(protocol.decode(messages.encode_snapshot("negamax", state, spec_hash=h,
                                                                             session="s")), expected, h)
     with pytest.raises(ProtocolError, match="model spec"):
-        protocol.validate_snapshot(msg, expected, "other")
+        messages.validate_snapshot(msg, expected, "other")
     bad = dict(state)
     first = next(iter(bad))
     bad[first] = np.full_like(bad[first], np.inf)
     with pytest.raises(ProtocolError, match="finite"):
-        protocol.validate_snapshot(protocol.decode(protocol.encode_snapshot("snap1", bad, spec_hash=h, session="s")),
+        messages.validate_snapshot(protocol.decode(messages.encode_snapshot("snap1", bad, spec_hash=h, session="s")),
                                    expected, h)

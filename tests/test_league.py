@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from learner import elo
-from learner.league import SELF, League, LeagueConfig
+from common.connectx import elo
+from common.connectx.league import SELF, League, LeagueConfig
 
 
 def play(league: League, opponent: str, wins: int, losses: int, draws: int = 0) -> None:
@@ -96,10 +96,11 @@ def test_two_player_learner_side(tmp_path):
 
     from common import protocol
     from common.config import Config
+    from common.connectx import messages
+    from common.connectx.two_player import TwoPlayer
     from common.model import board_spec, build_model, spec_hash, state_to_numpy
     from common.protocol import Rollout
     from learner.episodes import Episode
-    from learner.two_player import TwoPlayer
 
     cfg = Config(env="connectx", opponents="random,negamax", league_shares="self=0.1", snapshot_interval=0,
                  snapshot_score=0.5)
@@ -112,16 +113,16 @@ def test_two_player_learner_side(tmp_path):
                 np.zeros(60, bool), np.zeros(60, bool), episodes)
     checked = [Episode(1.0, 5, 5, verified=True)] * 60
     tp.on_rollout(r, checked)
-    assert tp.games == 60 and tp.due()
+    assert tp.games == 60 and tp.wants_weights()
     # games the learner did not see whole are counted, but move neither the league nor the seats
     liar = TwoPlayer(cfg, tmp_path / "liar", spec, spec_hash(spec), "sess")
     liar.on_rollout(r, [Episode(1.0, 5, 5, verified=False)] * 60)
-    assert liar.games == 60 and not liar.due() and liar.report()["train_score_first"] is None
+    assert liar.games == 60 and not liar.wants_weights() and liar.report()["train_score_first"] is None
     name = tp.add_snapshot(state_to_numpy(build_model(spec)))
     assert name == "snap0" and (tmp_path / "league" / "snap0.pt").exists()
     kinds = [protocol.decode(m)["kind"] for m in tp.messages()]
     assert kinds == ["league", "snapshot"]
-    weights = protocol.validate_league(protocol.decode(tp.messages()[0]))
+    weights = messages.validate_league(protocol.decode(tp.messages()[0]))
     assert set(weights) == {"self", "random", "negamax", "snap0"}
     row = tp.report()
     assert row["games"] == 60 and row["train_score_first"] == 1.0 and row["illegal_moves"] == 0

@@ -22,11 +22,13 @@ import numpy as np
 from common.connectx import ENV_ID  # noqa: F401  (the --env name)
 from common.connectx.features import N_PLANES, legal_mask, planes
 from common.connectx.game import COLUMNS, ROWS, Game
+from common.connectx.messages import EPISODE_FIELDS
 from common.connectx.opponents import Opponent, RandomPlayer
 
 
 class ConnectXEnv(gym.Env):
     metadata = {"render_modes": ["ansi"]}
+    episode_keys = tuple(EPISODE_FIELDS)  # what a game's end adds to its episode (the actor copies them)
 
     def __init__(self, seed: int = 0, pick_opponent: Callable[[], Opponent] | None = None):
         self.observation_space = gym.spaces.Box(0, 1, (N_PLANES, ROWS, COLUMNS), np.uint8)

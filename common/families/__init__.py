@@ -10,6 +10,7 @@ matches every id, so it stays last.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
@@ -71,12 +72,15 @@ class Family:
         """(the RGB screen, agent steps a second) for evaluation videos; None: render()."""
         return None
 
-    def learner_hooks(self, cfg: Config) -> Any:
-        """Learner-side hooks for families that need more (two players); None for most."""
+    def learner_hooks(self, cfg: Config, run_dir: Path, model_spec: dict[str, Any], spec_hash: str,
+                      session: str, counters: dict[str, Any]) -> Any:
+        """Learner-side hooks for families that need more (two players: common/connectx/hooks.py);
+        None for most. ``counters`` are a resumed run's."""
         return None
 
-    def actor_hooks(self, settings: dict[str, Any]) -> Any:
-        """Actor-side hooks for families that need more; None for most."""
+    def actor_hooks(self, env: gym.Env, model: Any, model_spec: dict[str, Any], seed: int) -> Any:
+        """Actor-side hooks for families that need more (``kinds``, ``on_message``,
+        ``on_new_session``); None for most."""
         return None
 
 

@@ -6,6 +6,7 @@ the opponent, seat and result in the info at a game's end.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -34,10 +35,22 @@ class ConnectXFamily(Family):
 
     def signature(self, env_id: str, **settings: Any) -> EnvSignature:
         from common.connectx.features import N_PLANES
+        from common.connectx.messages import EPISODE_EXTRAS
 
-        return EnvSignature((N_PLANES, 6, 7), "uint8", 7, False, action_mask=True, two_player=True)
+        return EnvSignature((N_PLANES, 6, 7), "uint8", 7, False, action_mask=True, episode_extras=EPISODE_EXTRAS)
 
     def time_limit(self, env_id: str, settings: dict[str, Any]) -> int | None:
         from common.connectx.game import CELLS
 
         return settings.get("max_episode_steps") or CELLS // 2  # a seat fills at most half the board
+
+    def learner_hooks(self, cfg: Any, run_dir: Path, model_spec: dict[str, Any], spec_hash: str,
+                      session: str, counters: dict[str, Any]) -> Any:
+        from common.connectx.hooks import learner_hooks
+
+        return learner_hooks(cfg, run_dir, model_spec, spec_hash, session, counters)
+
+    def actor_hooks(self, env: gym.Env, model: Any, model_spec: dict[str, Any], seed: int) -> Any:
+        from common.connectx.hooks import actor_hooks
+
+        return actor_hooks(env, model, model_spec, seed)

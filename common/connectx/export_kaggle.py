@@ -14,6 +14,7 @@ import re
 import textwrap
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -91,14 +92,11 @@ def write_submission(model: nn.Module, out: str | Path, origin: str) -> Path:
     return out
 
 
-def export_run(run_dir: str | Path, out: str | Path, checkpoint: str | Path | None = None) -> tuple[Path, str]:
-    """A run's policy (through load_policy: its newest checkpoint that loads, or ``checkpoint``)
-    as a submission file; returns the path and the checkpoint it came from."""
-    from learner.policy import PolicyError, load_policy
-
-    policy = load_policy(run_dir, checkpoint=checkpoint)
+def export_policy(policy: Any, out: str | Path) -> tuple[Path, str]:
+    """A run's loaded policy (``spec``, ``model``, ``checkpoint``) as a submission file; returns
+    the path and the checkpoint it came from. ValueError for a policy of another game."""
     if policy.spec["kind"] != "connectx":
-        raise PolicyError(f"{policy.checkpoint} is not a ConnectX policy")
+        raise ValueError(f"{policy.checkpoint} is not a ConnectX policy")
     origin = f"{policy.checkpoint}"
     return write_submission(policy.model, out, origin), origin
 

@@ -15,15 +15,16 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from common.connectx import elo
 from common.connectx.match import MatchResult, play_game, play_match
 from common.connectx.opponents import PolicyPlayer, scripted
 from common.model import build_model
-from learner import elo
 
 SNAPSHOT = re.compile(r"^snap(\d+)\.pt$")
 RATING_OPPONENTS = ("random", "negamax")
@@ -107,22 +108,22 @@ def rate_snapshots(league_dir: str | Path, games_per_pair: int = 20, seed: int =
     return ratings
 
 
-def evaluate_run(run_dir: str | Path, *, checkpoint: str | Path | None = None, opponents: list[str],
-                 games_per_seat: int, seed: int = 0, rate: bool = False) -> dict:
-    """`learner evaluate RUN --opponent ...`: a run's policy (through load_policy) against the
-    scripted ``opponents``; with ``rate``, the Elo of the league's snapshots as well."""
-    from learner.policy import PolicyError, load_policy
-
+def check_request(opponents: list[str], games_per_seat: int) -> None:
+    """ValueError (one line) for an evaluation no one can play: unknown opponents, no games."""
     if games_per_seat < 1:
-        raise PolicyError(f"games must be at least 1, got {games_per_seat}")
+        raise ValueError(f"games must be at least 1, got {games_per_seat}")
     for name in opponents:
-        try:
-            scripted(name)
-        except ValueError as exc:
-            raise PolicyError(str(exc)) from None
-    policy = load_policy(run_dir, checkpoint=checkpoint, seed=seed)
+        scripted(name)
+
+
+def evaluate_policy(policy: Any, run_dir: str | Path, *, opponents: list[str], games_per_seat: int,
+                    seed: int = 0, rate: bool = False) -> dict:
+    """`learner evaluate RUN --opponent ...`: a run's loaded policy (``spec``, ``model``,
+    ``checkpoint``) against the scripted ``opponents``; with ``rate``, the Elo of the league's
+    snapshots as well. ValueError for a policy of another game."""
+    check_request(opponents, games_per_seat)
     if policy.spec["kind"] != "connectx":
-        raise PolicyError(f"{policy.checkpoint} is not a ConnectX policy (--opponent is for two-player games)")
+        raise ValueError(f"{policy.checkpoint} is not a ConnectX policy (--opponent is for two-player games)")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
