@@ -139,7 +139,7 @@ class Learner:
         self.reached_end = False  # --total-frames, --stop-at-return or --max-minutes, not a signal
         # a game family's own part of the learner, if it has one
         self.hooks = family_for(cfg.env).learner_hooks(cfg, run_dir, self.model_spec, self.spec_hash,
-                                                       self.session, counters.get("family"))
+                                                       self.session, counters)
         if self.hooks is None:
             self.evals = EvalLoop(run_dir, interval_min=cfg.eval_interval, max_steps=cfg.eval_max_steps,
                                   record=self.metrics.log_eval)
@@ -204,7 +204,7 @@ class Learner:
         counters.update(version=self.version, next_actor_id=self.registry.next_actor_id,
                         dropped_stale=self.batcher.dropped_stale)
         if self.hooks is not None:
-            counters["family"] = self.hooks.counters()
+            counters[self.hooks.counters_key] = self.hooks.counters()
         return counters
 
     def save_checkpoint(self, counters: dict[str, Any]) -> Path | None:
@@ -466,22 +466,22 @@ class Learner:
     async def report_task(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.report_interval)
-            if self.hooks is not None and self.hooks.wants_weights():
-                await self.hand_weights()
+            if self.hooks is not None and self.hooks.due():
+                await self.snapshot()
             self.report()
 
     def _family_eval(self, row: dict[str, Any]) -> None:
         """A game family's evaluation: TensorBoard now, metrics.jsonl with the next report."""
         self.metrics.log_scalars(self.hooks.on_eval(row), step=row["frames"])
 
-    async def hand_weights(self) -> str:
-        """The current weights (copied between updates) to the family hooks that asked for them."""
+    async def snapshot(self) -> str:
+        """A snapshot of the current policy, kept by the family's hooks (weights copied between updates)."""
         loop = asyncio.get_running_loop()
         state = await loop.run_in_executor(self.worker, state_to_numpy, self.trainer.model)
-        line = self.hooks.take_weights(state)
-        log.info("%s at update %d", line, self.metrics.updates)
+        name = self.hooks.add_snapshot(state)
+        log.info("snapshot %s taken at update %d", name, self.metrics.updates)
         self.publish_now.set()
-        return line
+        return name
 
     def report(self) -> dict[str, Any]:
         for actor_id in self.registry.prune(time.monotonic()):

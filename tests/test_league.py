@@ -113,11 +113,11 @@ def test_two_player_learner_side(tmp_path):
                 np.zeros(60, bool), np.zeros(60, bool), episodes)
     checked = [Episode(1.0, 5, 5, verified=True)] * 60
     tp.on_rollout(r, checked)
-    assert tp.games == 60 and tp.wants_weights()
+    assert tp.games == 60 and tp.due()
     # games the learner did not see whole are counted, but move neither the league nor the seats
     liar = TwoPlayer(cfg, tmp_path / "liar", spec, spec_hash(spec), "sess")
     liar.on_rollout(r, [Episode(1.0, 5, 5, verified=False)] * 60)
-    assert liar.games == 60 and not liar.wants_weights() and liar.report()["train_score_first"] is None
+    assert liar.games == 60 and not liar.due() and liar.report()["train_score_first"] is None
     name = tp.add_snapshot(state_to_numpy(build_model(spec)))
     assert name == "snap0" and (tmp_path / "league" / "snap0.pt").exists()
     kinds = [protocol.decode(m)["kind"] for m in tp.messages()]

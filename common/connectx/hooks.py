@@ -47,6 +47,7 @@ def actor_hooks(env: Any, model: nn.Module, model_spec: dict[str, Any], seed: in
 
 
 def learner_hooks(cfg: ConnectXSettings, run_dir: Path, model_spec: dict[str, Any], spec_hash: str,
-                  session: str, start: dict[str, Any] | None) -> TwoPlayer:
-    return TwoPlayer(cfg, run_dir, model_spec, spec_hash, session, start)
+                  session: str, counters: dict[str, Any]) -> TwoPlayer:
+    """The learner's hooks; ``counters`` are a resumed run's (empty for a new run)."""
+    return TwoPlayer(cfg, run_dir, model_spec, spec_hash, session, counters.get(TwoPlayer.counters_key))
 

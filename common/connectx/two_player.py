@@ -40,6 +40,8 @@ def league_config(cfg: ConnectXSettings) -> LeagueConfig:
 class TwoPlayer:
     """The learner hooks of two-player games (the learner's family hook interface)."""
 
+    counters_key = "two_player"  # where checkpoints have always kept these counters
+
     def __init__(self, cfg: ConnectXSettings, run_dir: Path, model_spec: dict[str, Any], spec_hash: str,
                  session: str, start: dict[str, Any] | None = None):
         self.dir = run_dir / "league"
@@ -77,14 +79,9 @@ class TwoPlayer:
             self.illegal_moves += 1
 
     # ------------------------------------------------------------------ snapshots
-    def wants_weights(self) -> bool:
-        """Time for a snapshot of the current policy (``take_weights``)."""
+    def due(self) -> bool:
+        """Time for a snapshot of the current policy (``add_snapshot``)."""
         return self.league.due(time.monotonic())
-
-    def take_weights(self, state: dict[str, np.ndarray]) -> str:
-        """A snapshot of the current policy joins the pool: saved, encoded for the actors; returns
-        a line for the log."""
-        return f"{self.add_snapshot(state)} joins the opponent pool"
 
     def add_snapshot(self, state: dict[str, np.ndarray]) -> str:
         """A snapshot of the current policy joins the pool: saved, encoded for the actors."""
