@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from actor.exploration import explorer
 from actor.link import LearnerChanged, LearnerLink, Stop, Welcome
 from actor.rollout import RolloutCollector
 from common import protocol, transport
@@ -55,6 +56,7 @@ class ActorClient:
             unroll_length=s["unroll_length"], frame_stack=s["model"]["frame_stack"],
             frame_skip=s["env_kwargs"]["frame_skip"], epsilon=welcome.epsilon,
             max_abs_reward=float(s["max_abs_reward"]), lives=bool(s.get("lives", False)),
+            explorer=explorer(s, welcome.seed),
         )
         self.collector.on_first_episode = self._log_first_episode
         log.info("waiting for the first weights")

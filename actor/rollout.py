@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from actor.exploration import AdaptiveEpsilon
 from common.framestack import FrameStack
 from common.policy import own_logp, sample_action
 from common.protocol import MAX_ABS_OBSERVATION, Rollout
@@ -79,6 +80,7 @@ class RolloutBuilder:
         self.episode_length = 0
         self.first_episode_actions: list[int] | None = []
         self.on_first_episode: Callable[[list[int]], None] = lambda actions: None
+        self.explorer: AdaptiveEpsilon | None = None  # --exploration adaptive: episodes record its arm
         self._start()
 
     def _start(self) -> None:
@@ -154,6 +156,9 @@ class RolloutBuilder:
                 episode.update({k: episode_info[k] for k in self.episode_keys})
             if self.lives:
                 episode["game_over"] = bool(game_over)
+            if self.explorer is not None:  # the arm this episode was played with, then the next one's
+                episode["arm"] = self.explorer.arm
+                self.explorer.episode_done(self.episode_return)
             self.episodes.append(episode)
             self.episode_return, self.episode_length = 0.0, 0
             if self.first_episode_actions is not None:
@@ -179,9 +184,9 @@ class RolloutCollector:
 
     def __init__(self, env: gym.Env, *, actor_id: int, seed: int, unroll_length: int,
                  frame_stack: int, frame_skip: int = 1, epsilon: float = 0.0,
-                 max_abs_reward: float = 1e6, lives: bool = False):
+                 max_abs_reward: float = 1e6, lives: bool = False, explorer: AdaptiveEpsilon | None = None):
         self.env = env
-        self.epsilon = epsilon
+        self._epsilon = epsilon
         self.rng = np.random.default_rng(seed)
         obs, info = env.reset(seed=seed)
         # envs with legal-action masks give one in every info; None for the others
@@ -191,7 +196,14 @@ class RolloutCollector:
                                       max_abs_reward=max_abs_reward, lives=lives,
                                       mask_size=0 if self.mask is None else len(self.mask),
                                       episode_keys=tuple(getattr(env.unwrapped, "episode_keys", ())))
+        self.builder.explorer = explorer
         self.times = StepTimes()
+
+    @property
+    def epsilon(self) -> float:
+        """This step's epsilon: the fixed one, or the arm the bandit chose for this episode."""
+        explorer = self.builder.explorer
+        return self._epsilon if explorer is None else explorer.epsilon
 
     @property
     def actor_id(self) -> int:
@@ -218,8 +230,9 @@ class RolloutCollector:
         obs = torch.from_numpy(self.builder.stack.buf).unsqueeze(0)
         with torch.inference_mode():
             logits = model.policy_logits(obs)
-        action, logp = sample_action(logits[0], self.rng, epsilon=self.epsilon, action_mask=self.mask)
-        if self.epsilon <= 0.0:
+        epsilon = self.epsilon
+        action, logp = sample_action(logits[0], self.rng, epsilon=epsilon, action_mask=self.mask)
+        if epsilon <= 0.0:
             return action, logp, None
         mask = None if self.mask is None else self.mask[None]
         return action, logp, float(own_logp(logits, np.array([action]), mask)[0])

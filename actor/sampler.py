@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from actor.emulators import EmulatorPool
+from actor.exploration import AdaptiveEpsilon, explorer
 from actor.inference import BatchedPolicy
 from actor.rollout import RolloutBuilder
 from actor.slots import SlotLayout
@@ -59,7 +60,8 @@ class SamplerStats:
 
 class Sampler:
     def __init__(self, pool: EmulatorPool, policy: BatchedPolicy, *, unroll_length: int,
-                 frame_stack: int, frame_skip: int, max_abs_reward: float = 1e6, lives: bool = False):
+                 frame_stack: int, frame_skip: int, max_abs_reward: float = 1e6, lives: bool = False,
+                 exploration: dict[str, Any] | None = None):
         self.pool = pool
         self.lives = lives
         self.policy = policy
@@ -72,6 +74,8 @@ class Sampler:
         self.builders: list[RolloutBuilder | None] = [None] * n
         self.rngs: list[np.random.Generator | None] = [None] * n
         self.epsilon = np.zeros(n)
+        self.exploration = exploration  # --exploration adaptive: a bandit per slot picks each episode's epsilon
+        self.explorers: list[AdaptiveEpsilon | None] = [None] * n
         self.waiting: dict[int, None] = {}  # slots with an observation and no action yet (ordered)
         self.held: set[int] = set()  # slots that must not act now (the caller decides)
         self.first_episode_hooks: list[Callable[[list[int]], None] | None] = [None] * n
@@ -91,7 +95,8 @@ class Sampler:
                             **pool_options)
         return cls(pool, BatchedPolicy(model, device, n, dtype), unroll_length=settings["unroll_length"],
                    frame_stack=model["frame_stack"], frame_skip=kwargs["frame_skip"],
-                   max_abs_reward=float(settings.get("max_abs_reward", 1e6)), lives=sig.lives)
+                   max_abs_reward=float(settings.get("max_abs_reward", 1e6)), lives=sig.lives,
+                   exploration=settings.get("exploration"))
 
     def close(self) -> None:
         self.pool.close()
@@ -103,6 +108,7 @@ class Sampler:
         self.builders[k] = None  # made from the emulator's first observation
         self.rngs[k] = np.random.default_rng(member.seed)
         self.epsilon[k] = member.epsilon
+        self.explorers[k] = explorer({"exploration": self.exploration}, member.seed)
         self.waiting.pop(k, None)
         self.pool.start(k, member.seed)
 
@@ -135,6 +141,7 @@ class Sampler:
                     lives=self.lives)
                 if self.first_episode_hooks[k] is not None:
                     b.on_first_episode = self.first_episode_hooks[k]
+                b.explorer = self.explorers[k]
             else:
                 term, trunc = bool(pool_slots.terminated[k]), bool(pool_slots.truncated[k])
                 r = b.observe(pool_slots.obs[k], float(pool_slots.reward[k]), term, trunc,
@@ -160,7 +167,7 @@ class Sampler:
         t1 = clock()
         c1 = time.thread_time()
         uniforms = np.array([self.rngs[k].random() for k in batch])
-        eps = self.epsilon[batch]
+        eps = np.array([self.epsilon[k] if self.explorers[k] is None else self.explorers[k].epsilon for k in batch])
         actions, logp = sample_actions(logits, uniforms, eps)
         own = own_logp(logits, actions) if eps.any() else None  # the PPO ratio's reference
         self.pool.slots.action[batch] = actions

@@ -78,9 +78,14 @@ class Config(ConnectXSettings):
                     choices=("auto", "cnn", "mlp", "lstm"))
     lstm_hidden: int = _f(128, "units of the LSTM core of --model lstm")
     exploration: str = _f(
-        "none", "none, or epsilon: actor i mixes eps_i = eps_base**(1 + eps_alpha*i/7) uniform noise (Ape-X)",
-        choices=("none", "epsilon"),
+        "none", "none; epsilon: actor i mixes eps_i = eps_base**(1 + eps_alpha*i/7) uniform noise (Ape-X); "
+        "adaptive: each actor picks an epsilon of --bandit-arms per episode with a sliding-window UCB bandit",
+        choices=("none", "epsilon", "adaptive"),
     )
+    bandit_arms: str = _f("", "--exploration adaptive: the epsilons to choose from, comma-separated; "
+                          "empty = the epsilon ladder's 8 values and 0 (greedy)")
+    bandit_window: int = _f(90, "--exploration adaptive: episodes of an actor the bandit remembers (sliding window)")
+    bandit_bonus: float = _f(0.3, "--exploration adaptive: UCB bonus weight (returns normalised by the window's spread)")
     eps_base: float = _f(0.4, "epsilon of the most exploring actor with --exploration epsilon")
     eps_alpha: float = _f(7.0, "spread of the epsilon ladder with --exploration epsilon")
     seed: int = _f(1, "base seed; each actor's seed is derived from it and the actor id")
@@ -118,7 +123,7 @@ class Config(ConnectXSettings):
     def __post_init__(self) -> None:
         positive = ("frame_skip", "frame_stack", "frame_size", "unroll_length", "batch_size",
                     "max_policy_lag", "epochs", "minibatches", "hidden_size", "lstm_hidden", "save_interval",
-                    "max_checkpoints", "return_window", "max_actors", "min_actors")
+                    "max_checkpoints", "return_window", "max_actors", "min_actors", "bandit_window")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -134,6 +139,9 @@ class Config(ConnectXSettings):
             raise ConfigError(f"repeat_action_probability must lie in [0, 1], got {self.repeat_action_probability}")
         if not 0.0 <= self.eps_base <= 1.0:
             raise ConfigError(f"eps_base must lie in [0, 1], got {self.eps_base}")
+        if not self.bandit_bonus >= 0.0:
+            raise ConfigError(f"bandit_bonus must not be negative, got {self.bandit_bonus}")
+        self.arms()  # checks the form of bandit_arms
         if self.max_episode_steps < 0 or self.total_frames < 0 or self.update_delay < 0 or self.torch_threads < 0:
             raise ConfigError("max_episode_steps, total_frames, update_delay and torch_threads must not be negative")
         for name in ("max_minutes", "eval_interval"):
@@ -162,6 +170,18 @@ class Config(ConnectXSettings):
             self.frame_skip = 1  # what such a family uses, so what config.toml records
 
     # derived values, computed in one place
+    def arms(self) -> tuple[float, ...]:
+        """The epsilons --exploration adaptive chooses from; ConfigError on a malformed list."""
+        if not self.bandit_arms.strip():
+            return (*(self.eps_base ** (1.0 + self.eps_alpha * rung / 7.0) for rung in range(8)), 0.0)
+        try:
+            arms = tuple(float(x) for x in self.bandit_arms.split(","))
+        except ValueError:
+            raise ConfigError(f"bandit_arms must be comma-separated numbers, got {self.bandit_arms!r}") from None
+        if not 1 <= len(arms) <= 64 or not all(0.0 <= a <= 1.0 for a in arms):
+            raise ConfigError(f"bandit_arms must be 1 to 64 epsilons in [0, 1], got {self.bandit_arms!r}")
+        return arms
+
     @property
     def rollouts_per_batch(self) -> int:
         return -(-self.batch_size // self.unroll_length)

@@ -238,6 +238,7 @@ class RolloutSpec:
     max_episode_steps: int | None = None
     action_mask: bool = False  # rollouts carry action_mask [T, n_actions] (legal actions)
     episode_extras: str = ""  # episodes also carry these registered fields (register_episode_fields)
+    n_arms: int = 0  # --exploration adaptive: episodes carry the arm (index) their actor chose
     state_shape: tuple[int, ...] = (0,)  # the recurrent state at a rollout's start; (0,) = none
     state_bound: tuple[float, ...] = ()  # the most |x| of each row of the state (its first axis)
     lives: bool = False  # episodes end at a lost life and carry game_over (common/families/atari.py)
@@ -494,9 +495,17 @@ def _game_over(value: Any) -> bool:
 LIVES_FIELDS = {"game_over": _game_over}  # False: a life was lost and the game goes on
 
 
+def _arm(value: Any, n_arms: int) -> int:
+    if type(value) is not int or not 0 <= value < n_arms:
+        raise ProtocolError(f"episode arm must be an int in [0, {n_arms}), got {str(value)[:40]}")
+    return value
+
+
 def episode_fields(spec: RolloutSpec) -> dict[str, Any]:
     """The fields every episode of a rollout has under `spec`, each with its check."""
     fields = EPISODE_FIELDS | (LIVES_FIELDS if spec.lives else {})
+    if spec.n_arms:
+        fields = fields | {"arm": lambda v: _arm(v, spec.n_arms)}
     if not spec.episode_extras:
         return fields
     if spec.episode_extras not in EPISODE_EXTRAS:

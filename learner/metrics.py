@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from learner.arm_stats import arm_scalars, arms_console
+
 log = logging.getLogger("learner")
 
 METRIC_FIELDS = ("wall_s", "frames", "steps", "fps", "episodes", "episodes_per_hour", "mean_return",
@@ -177,6 +179,7 @@ class Metrics:
         self._scalars({f"charts/{k}": row[k] for k in CHARTS if row.get(k) is not None})
         if family and family_scalars is not None:
             self._scalars(family_scalars(family))
+        self._scalars(arm_scalars(row))
         return row
 
     def _scalars(self, values: dict[str, float], step: int | None = None) -> None:
@@ -236,4 +239,4 @@ def console_line(row: dict[str, Any]) -> str:
     return (f"[{row['wall_s']:7.0f}s] frames {row['frames']:>10,}  fps {row['fps']:>7,.0f}  "
             f"eps/h {row['episodes_per_hour']:>7,.0f}  return(100) {ret:>7}  {games}updates {row['updates']:>6}  "
             f"lag {lag:>7}  actors {row['actors']}  rejected {row['rejected_messages']}  "
-            f"stale {row['dropped_stale']}{skipped}")
+            f"stale {row['dropped_stale']}{skipped}{arms_console(row)}")

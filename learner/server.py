@@ -30,6 +30,7 @@ from common.families import env_settings, family_for
 from common.model import build_model, env_model_spec, spec_hash, state_spec, state_to_numpy
 from common.protocol import CONTROL_LIMITS, ProtocolError, RolloutSpec
 from learner import checkpoint, run_info
+from learner.arm_stats import ArmStats
 from learner.batcher import Batch, Batcher, collate
 from learner.episodes import EpisodeBook
 from learner.eval_loop import EvalLoop, FamilyEvalLoop
@@ -88,7 +89,8 @@ def specs(cfg: Config) -> tuple[dict[str, Any], dict[str, Any], RolloutSpec]:
                        sig.n_actions, kwargs["frame_skip"], cfg.max_abs_reward,
                        envs.time_limit(cfg.env, kwargs), action_mask=sig.action_mask,
                        episode_extras=sig.episode_extras, state_shape=state_spec(model)[0],
-                       state_bound=state_spec(model)[1], lives=sig.lives)
+                       state_bound=state_spec(model)[1], lives=sig.lives,
+                       n_arms=len(cfg.arms()) if cfg.exploration == "adaptive" else 0)
     return kwargs, model, spec
 
 
@@ -99,7 +101,9 @@ def actor_settings(cfg: Config) -> dict[str, Any]:
             "model": model, "max_message_bytes": int(cfg.max_message_mb * (1 << 20)),
             "publish_interval": cfg.publish_interval, "rollout_bytes": spec.max_rollout_bytes,
             "max_abs_reward": cfg.max_abs_reward, "sync_timeout": cfg.sync_timeout,
-            "episode_extras": spec.episode_extras, "lives": spec.lives}
+            "episode_extras": spec.episode_extras, "lives": spec.lives,
+            "exploration": {"arms": list(cfg.arms()), "window": cfg.bandit_window, "bonus": cfg.bandit_bonus}
+            if spec.n_arms else None}
 
 
 class Learner:
@@ -117,6 +121,7 @@ class Learner:
         torch.manual_seed(cfg.seed)  # the initial weights and the minibatch order follow --seed
         self.trainer = Trainer(build_model(self.model_spec), cfg, self.device, frames_per_step=self.spec.frame_skip)
         self.episodes = EpisodeBook(self.spec, rewards_are_returns=not cfg.clip_rewards)
+        self.arm_stats = ArmStats(cfg.arms(), cfg.return_window) if self.spec.n_arms else None
         self.session = secrets.token_hex(8)  # names this learner process; not a seed
         self.version = 0
         counters: dict[str, Any] = {}
@@ -344,6 +349,9 @@ class Learner:
         m.frames += r.steps * self.spec.frame_skip
         for ep in episodes:
             m.add_episode(ep.ret, ep.verified)
+        if self.arm_stats is not None:
+            for ep, sent in zip(episodes, r.episodes, strict=True):
+                self.arm_stats.add(sent["arm"], ep.ret)
         target = self.cfg.stop_at_return
         if target and r.episodes and len(m.returns) == m.returns.maxlen and m.mean_return() >= target:
             if not self.stop.is_set():
@@ -491,6 +499,7 @@ class Learner:
             self._check_round()  # an actor that went silent no longer holds the round up
         row = self.metrics.report(len(live), self.batcher.dropped_stale,
                                   rate_limited=self.registry.rate_limited, fds=open_fds(),
+                                  **(self.arm_stats.report() if self.arm_stats is not None else {}),
                                   family=None if self.hooks is None else self.hooks.report(),
                                   family_scalars=None if self.hooks is None else self.hooks.scalars)
         self.console.report(row)

@@ -12,10 +12,10 @@ FLAGS = ("--env", "CartPole-v1", "--preset", "none", "--mode", "sync", "--seed",
          "--sync-timeout", "120", "--save-interval", "6", "--unroll-length", "16")
 
 
-def _run(procs, tmp_path, name: str) -> dict:
+def _run(procs, tmp_path, name: str, *extra: str) -> dict:
     port = free_base_port()
     run = tmp_path / name
-    procs.learner(*FLAGS, port=port, run_dir=run, log_name=f"{name}.log")
+    procs.learner(*FLAGS, *extra, port=port, run_dir=run, log_name=f"{name}.log")
     procs.actor(port, f"{name}_a0")
     procs.actor(port, f"{name}_a1")
     path = run / "checkpoints" / "ckpt_6.pt"
@@ -42,3 +42,14 @@ def test_sync_mode_same_seed_same_checkpoints(procs, tmp_path):
     for k in ("frames", "steps", "episodes", "updates", "recent_returns"):
         assert first["counters"][k] == second["counters"][k], k
     assert first["counters"]["updates"] == 6 and first["counters"]["steps"] == 6 * 2 * 16
+
+
+def test_sync_mode_same_seed_same_checkpoints_with_adaptive_exploration(procs, tmp_path):
+    # a short window: the bandits change arms many times in 6 updates (episodes of ~20 steps)
+    extra = ("--exploration", "adaptive", "--bandit-window", "3", "--bandit-arms", "0.9,0.3,0")
+    first, second = (_run(procs, tmp_path, name, *extra) for name in ("first", "second"))
+    assert _same(first["model"], second["model"]), "the bandits' choices are seeded too"
+    assert _same(first["optimizer"], second["optimizer"])
+    for k in ("frames", "episodes", "recent_returns"):
+        assert first["counters"][k] == second["counters"][k], k
+    assert first["counters"]["episodes"] >= 4
