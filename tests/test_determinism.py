@@ -50,6 +50,8 @@ def test_sync_mode_same_seed_same_checkpoints_with_adaptive_exploration(procs, t
     first, second = (_run(procs, tmp_path, name, *extra) for name in ("first", "second"))
     assert _same(first["model"], second["model"]), "the bandits' choices are seeded too"
     assert _same(first["optimizer"], second["optimizer"])
-    for k in ("frames", "episodes", "recent_returns"):
+    for k in ("frames", "episodes"):
         assert first["counters"][k] == second["counters"][k], k
+    # the same episodes; the two actors' may arrive within a round in either order
+    assert sorted(first["counters"]["recent_returns"]) == sorted(second["counters"]["recent_returns"])
     assert first["counters"]["episodes"] >= 4
