@@ -336,15 +336,14 @@ def _ingest_breakdown(learner, msgs: list[bytes], seconds: float) -> dict[str, f
 
 
 async def _ingest_loop(learner, pull, seconds: float) -> tuple[int, int, float]:
-    learner.stop, learner.data_ready, learner.publish_now = (asyncio.Event() for _ in range(3))
     batches = 0
 
     async def take() -> None:  # what train_task does in the event loop, minus the update
         nonlocal batches
         while True:
-            await learner.data_ready.wait()
-            learner.data_ready.clear()
-            while learner.batcher.take(learner.version) is not None:
+            await learner.source.ready.wait()
+            learner.source.ready.clear()
+            while learner.source.take(learner.version) is not None:
                 batches += 1
 
     tasks = [asyncio.create_task(learner.receive_task(pull)), asyncio.create_task(take())]
@@ -544,12 +543,11 @@ def consumer(port: int, run_dir: str) -> None:
     from learner.server import Learner
     from learner.trainer import UpdateResult
 
-    class NoTrainLearner(Learner):
-        def _update(self, batch, version):
-            return UpdateResult(), self._encode_weights(version)
-
     cfg = Config(env=ENV, port=port, run_dir=run_dir, quiet=True, report_interval=1.0)
-    asyncio.run(NoTrainLearner(cfg, Path(run_dir)).run())
+    learner = Learner(cfg, Path(run_dir))
+    worker = learner.worker
+    worker.update = lambda batch, version: (UpdateResult(), worker.encode_weights(version))  # no gradient
+    asyncio.run(learner.run())
 
 
 def main() -> None:
