@@ -58,8 +58,17 @@ class BatchedPolicy:
                                 strict=True):
                 dst.copy_(src)
 
+    def initial_state(self, batch: int) -> torch.Tensor:
+        """The zero state of `batch` rows, on the CPU (empty for feed-forward policies)."""
+        return self.cpu_model.initial_state(batch, "cpu")
+
     def logits(self, obs: np.ndarray) -> torch.Tensor:
-        """Policy logits [B, n_actions] on the CPU, for a batch of observations."""
+        """Policy logits [B, n_actions] on the CPU, for a batch of observations (feed-forward)."""
+        return self.step(obs, self.initial_state(len(obs)))[0]
+
+    def step(self, obs: np.ndarray, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits [B, n_actions], new state) on the CPU through the agent contract, for a batch of
+        observations and the state each row holds (already reset where an episode starts)."""
         x = torch.from_numpy(obs)
         if self.device.type == "cuda":
             if self._pinned is None or self._pinned.dtype != x.dtype:
@@ -69,9 +78,12 @@ class BatchedPolicy:
             x = staged.to(self.device, non_blocking=True)
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
+        state = state.to(self.device)
         with torch.inference_mode():
             if self.dtype is not torch.float32:  # the model scales uint8 frames to floats itself
                 x = x.to(self.dtype) if x.is_floating_point() else x
                 with torch.autocast(self.device.type, dtype=self.dtype):
-                    return self.model.policy_logits(x).float().to("cpu")
-            return self.model.policy_logits(x).to("cpu")
+                    logits, _, state = self.model.core(x, state.to(self.dtype))
+                return logits.float().to("cpu"), state.float().to("cpu")
+            logits, _, state = self.model.core(x, state)
+            return logits.to("cpu"), state.to("cpu")

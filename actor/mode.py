@@ -23,7 +23,7 @@ import os
 import sys
 from typing import Any
 
-HOST_MODEL_KINDS = ("nature_cnn", "mlp")  # policies the actor host runs (no masks, no family hooks)
+HOST_MODEL_KINDS = ("nature_cnn", "mlp", "lstm")  # policies the actor host runs (no masks, no family hooks)
 
 
 def choose(settings: dict[str, Any], actors: int, cores: int | None = None,

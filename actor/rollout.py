@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import gymnasium as gym
 import numpy as np
 import torch
-from torch import nn
 
 from actor.exploration import AdaptiveEpsilon
+from common.agent import Agent
 from common.framestack import FrameStack
 from common.policy import own_logp, sample_action
 from common.protocol import MAX_ABS_OBSERVATION, Rollout
@@ -100,6 +100,7 @@ class RolloutBuilder:
         self.finals: list[np.ndarray] = []  # the observations a time limit hid, to bootstrap from
         self.episodes: list[dict[str, float]] = []
         self.policy_version = -1
+        self.core_state: np.ndarray | None = None  # the recurrent state at frames[0], given by act
 
     def restart(self) -> None:
         """Drop the steps of the rollout in progress (made for a learner that is gone)."""
@@ -117,11 +118,14 @@ class RolloutBuilder:
         return float(np.clip(np.nan_to_num(reward), -bound, bound))
 
     def act(self, action: int, logp: float, policy_version: int, action_mask: np.ndarray | None = None,
-            own_logp: float | None = None) -> None:
+            own_logp: float | None = None, core_state: np.ndarray | None = None) -> None:
         """The action chosen at step t (under `action_mask`, for games with masks); `own_logp`,
-        when exploration mixed noise in, its log-prob under the unmixed policy. A rollout
+        when exploration mixed noise in, its log-prob under the unmixed policy; the recurrent
+        `core_state` it was chosen from, after any reset (the rollout keeps step 0's). A rollout
         carries the oldest policy version it used."""
         t = self.t
+        if t == 0 and core_state is not None:
+            self.core_state = np.array(core_state, dtype=np.float32)  # a copy: the caller's moves on
         self.actions[t], self.logp[t] = action, logp
         self.own_logp[t] = logp if own_logp is None else own_logp
         self.mixed |= own_logp is not None
@@ -174,7 +178,7 @@ class RolloutBuilder:
         rollout = Rollout(self.actor_id, self.policy_version, self.frames, self.history, self.actions,
                           self.logp, self.rewards, self.terminated, self.truncated, self.episodes,
                           final_frames=np.stack(self.finals) if self.finals else None, action_mask=self.masks,
-                          policy_logp=self.own_logp if self.mixed else None)
+                          policy_logp=self.own_logp if self.mixed else None, core_state=self.core_state)
         self._start()
         return rollout
 
@@ -198,6 +202,8 @@ class RolloutCollector:
                                       episode_keys=tuple(getattr(env.unwrapped, "episode_keys", ())))
         self.builder.explorer = explorer
         self.times = StepTimes()
+        self.state: torch.Tensor | None = None  # the policy's recurrent state (made on the first act)
+        self.episode_start = True  # the next observation opens an episode: the state starts afresh
 
     @property
     def epsilon(self) -> float:
@@ -225,30 +231,36 @@ class RolloutCollector:
     def clipped_rewards(self) -> int:
         return self.builder.clipped_rewards
 
-    def _act(self, model: nn.Module) -> tuple[int, float, float | None]:
-        """(action, behaviour log-prob, log-prob under the unmixed policy when epsilon mixes)."""
+    def _act(self, model: Agent) -> tuple[int, float, float | None, np.ndarray]:
+        """(action, behaviour log-prob, log-prob under the unmixed policy when epsilon mixes, the
+        state it was chosen from) through the agent contract."""
         obs = torch.from_numpy(self.builder.stack.buf).unsqueeze(0)
+        if self.state is None or self.episode_start:
+            self.state = model.initial_state(1, "cpu")  # reset on done
+        state_in = self.state
         with torch.inference_mode():
-            logits = model.policy_logits(obs)
+            logits, _, self.state = model.step(obs, state_in, torch.tensor([self.episode_start]))
+        self.episode_start = False
         epsilon = self.epsilon
         action, logp = sample_action(logits[0], self.rng, epsilon=epsilon, action_mask=self.mask)
         if epsilon <= 0.0:
-            return action, logp, None
+            return action, logp, None, state_in[0].numpy()
         mask = None if self.mask is None else self.mask[None]
-        return action, logp, float(own_logp(logits, np.array([action]), mask)[0])
+        return action, logp, float(own_logp(logits, np.array([action]), mask)[0]), state_in[0].numpy()
 
-    def collect(self, model: nn.Module, policy_version: int) -> Rollout:
+    def collect(self, model: Agent, policy_version: int) -> Rollout:
         b = self.builder
         clock = time.perf_counter
         while True:
             t0 = clock()
-            action, logp, own = self._act(model)
-            b.act(action, logp, policy_version, self.mask, own)
+            action, logp, own, state = self._act(model)
+            b.act(action, logp, policy_version, self.mask, own, state)
             t1 = clock()
             obs, reward, term, trunc, info = self.env.step(action)
             t2 = clock()
             final, step_info = None, info
             if term or trunc:
+                self.episode_start = True
                 final = obs if trunc and not term else None
                 obs, info = self.env.reset()
             if self.mask is not None:

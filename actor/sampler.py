@@ -80,6 +80,8 @@ class Sampler:
         self.held: set[int] = set()  # slots that must not act now (the caller decides)
         self.first_episode_hooks: list[Callable[[list[int]], None] | None] = [None] * n
         self.stats = SamplerStats()
+        self.states = policy.initial_state(n)  # one recurrent state per emulator slot
+        self.episode_start = np.ones(n, dtype=bool)  # the slot's next observation opens an episode
         first = pool.slots.obs[0]
         self._batch = np.empty((n, frame_stack, *first.shape), dtype=first.dtype)
 
@@ -110,6 +112,7 @@ class Sampler:
         self.epsilon[k] = member.epsilon
         self.explorers[k] = explorer({"exploration": self.exploration}, member.seed)
         self.waiting.pop(k, None)
+        self.episode_start[k] = True
         self.pool.start(k, member.seed)
 
     def vacate(self, k: int) -> None:
@@ -142,8 +145,10 @@ class Sampler:
                 if self.first_episode_hooks[k] is not None:
                     b.on_first_episode = self.first_episode_hooks[k]
                 b.explorer = self.explorers[k]
+                self.episode_start[k] = True
             else:
                 term, trunc = bool(pool_slots.terminated[k]), bool(pool_slots.truncated[k])
+                self.episode_start[k] |= term or trunc  # the state resets on done
                 r = b.observe(pool_slots.obs[k], float(pool_slots.reward[k]), term, trunc,
                               float(pool_slots.raw_reward[k]), pool_slots.final[k] if trunc and not term else None,
                               game_over=bool(pool_slots.game_over[k]))
@@ -163,7 +168,10 @@ class Sampler:
         for i, k in enumerate(batch):
             obs[i] = self.builders[k].stack.buf
         c0 = time.thread_time()
-        logits = self.policy.logits(obs)
+        starts = torch.from_numpy(self.episode_start[batch])
+        state_in = self.states[batch] * (~starts).to(self.states.dtype).view(-1, *[1] * (self.states.dim() - 1))
+        logits, self.states[batch] = self.policy.step(obs, state_in)
+        self.episode_start[batch] = False
         t1 = clock()
         c1 = time.thread_time()
         uniforms = np.array([self.rngs[k].random() for k in batch])
@@ -177,7 +185,7 @@ class Sampler:
         for i, k in enumerate(batch):
             mixed = own is not None and eps[i] > 0.0
             self.builders[k].act(int(actions[i]), float(logp[i]), policy_version,
-                                 own_logp=float(own[i]) if mixed else None)
+                                 own_logp=float(own[i]) if mixed else None, core_state=state_in[i].numpy())
             del self.waiting[k]
         st = self.stats
         st.batches += 1

@@ -17,6 +17,8 @@ import cv2
 import gymnasium as gym
 import numpy as np
 
+import common.pomdp  # noqa: F401 (registers the project's partially observed ids)
+
 __all__ = [
     "ClipReward",
     "EnvError",

@@ -13,7 +13,8 @@ games, one frame at a time goes into the policy's own frame stack, exactly as an
 first frame after `reset()` fills it); a full stack (frame_stack, H, W) or a batch of stacks
 (B, frame_stack, H, W) is used as it is. A raw RGB screen (H, W, 3) is converted to grayscale
 and resized as training does (frame skip is the environment's part, so `make_env` is the way
-to get exactly training's frames).
+to get exactly training's frames). A recurrent policy (--model lstm) carries its state from one
+`act` to the next (one row per observation of the batch); `reset()` starts an episode afresh.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class Policy:
         self.n_actions: int = int(spec["n_actions"])
         self.rng = np.random.default_rng(seed)
         self._stack: FrameStack | None = None
+        self._state: torch.Tensor | None = None  # the recurrent state act carries (None: fresh)
 
     # ------------------------------------------------------------------ environment
     def make_env(self, seed: int = 0, *, clip_rewards: bool = False):
@@ -82,8 +84,10 @@ class Policy:
 
     # ------------------------------------------------------------------ acting
     def reset(self) -> None:
-        """Start a new episode: the next single frame fills the frame stack."""
+        """Start a new episode: the next single frame fills the frame stack, a recurrent state
+        starts from zeros."""
         self._stack = None
+        self._state = None
 
     def _preprocess(self, frame: np.ndarray) -> np.ndarray:
         """A raw RGB screen -> training's grayscale frame_size x frame_size frame."""
@@ -121,8 +125,14 @@ class Policy:
                           f"{want}, or a batch {batch}")
 
     def _forward(self, x: np.ndarray) -> torch.Tensor:
+        """Logits through the agent contract; the state moves on (a batch of another size than
+        the last starts from zeros)."""
+        if self._state is None or len(self._state) != len(x):
+            self._state = self.model.initial_state(len(x), self.device)
         with torch.inference_mode():
-            return self.model.policy_logits(torch.as_tensor(x, device=self.device)).float().cpu()
+            done = torch.zeros(len(x), dtype=torch.bool, device=self.device)
+            logits, _, self._state = self.model.step(torch.as_tensor(x, device=self.device), self._state, done)
+            return logits.float().cpu()
 
     def logits(self, obs: Any) -> torch.Tensor:
         """Policy logits [B, n_actions] (B = 1 for one observation); a frame feeds the stack."""

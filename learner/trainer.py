@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.agent import starts_from_dones
 from common.config import Config
 from learner.batcher import Batch, final_stacks, gather_stacks
 from learner.losses import LossConfig, appo_loss
@@ -102,6 +103,13 @@ class Trainer:
         final_obs = final_stacks(frames, stack_idx, self._tensor(batch.final_frames), final_at)
         masks = None if batch.action_mask is None else self._tensor(batch.action_mask)
         T1, B = obs.shape[:2]
+        # the recurrent core is unrolled over each whole rollout from the state its actor held
+        # (truncated BPTT over unroll_length), its state reset where an episode starts
+        starts = starts_from_dones(self._tensor(batch.dones))
+        if batch.core_state is not None and batch.core_state.size:
+            state0 = self._tensor(batch.core_state)
+        else:
+            state0 = self.model.initial_state(B, self.device)
         stats: dict[str, float] = {}
         n = 0
         self.model.train()
@@ -109,10 +117,8 @@ class Trainer:
             order = torch.randperm(B)
             for mb in torch.chunk(order, self.cfg.minibatches):
                 mb = mb.to(self.device)
-                logits, values = self.model(obs[:, mb].flatten(0, 1))
-                logits = logits.view(T1, len(mb), -1)
-                values = values.view(T1, len(mb))
-                final_values = self._final_values(final_obs, final_at, T1 - 1, mb, B)
+                logits, values, states = self.model.unroll(obs[:, mb], state0[mb], starts[:, mb])
+                final_values = self._final_values(final_obs, final_at, states, mb, B)
                 loss, s = appo_loss(logits[:-1], values[:-1], values[-1], actions[:, mb], logp[:, mb],
                                     rewards[:, mb], discounts[:, mb], self.loss_cfg,
                                     None if masks is None else masks[:, mb],
@@ -132,10 +138,12 @@ class Trainer:
                 n += 1
         return UpdateResult({k: v / n for k, v in stats.items()})
 
-    def _final_values(self, final_obs: torch.Tensor, final_at: torch.Tensor, T: int, mb: torch.Tensor,
-                      B: int) -> torch.Tensor:
+    def _final_values(self, final_obs: torch.Tensor, final_at: torch.Tensor, states: torch.Tensor,
+                      mb: torch.Tensor, B: int) -> torch.Tensor:
         """[T, len(mb)]: V(x_final) at the minibatch's steps a time limit cut, with the current
-        weights (zero elsewhere); the forward runs on the minibatch's hidden observations only."""
+        weights, from the state after that step (zero elsewhere); the forward runs on the
+        minibatch's hidden observations only."""
+        T = states.shape[0] - 1
         out = torch.zeros(T, len(mb), device=self.device)
         if len(final_obs):
             column = torch.full((B,), -1, dtype=torch.int64, device=self.device)
@@ -143,7 +151,8 @@ class Trainer:
             cols = column[final_at[:, 1]]
             mine = cols >= 0
             if bool(mine.any()):
+                t = final_at[mine, 0]
                 with torch.no_grad():
-                    _, v = self.model(final_obs[mine])
-                out[final_at[mine, 0], cols[mine]] = v.to(out.dtype)
+                    _, v, _ = self.model.core(final_obs[mine], states[t, cols[mine]])
+                out[t, cols[mine]] = v.to(out.dtype)
         return out

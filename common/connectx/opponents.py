@@ -79,8 +79,9 @@ class PolicyPlayer:
     def act(self, own: int, opp: int) -> int:
         obs = torch.from_numpy(planes(own, opp)).unsqueeze(0)
         mask = torch.from_numpy(legal_mask(own, opp)).unsqueeze(0)
-        with torch.inference_mode():
-            logits = mask_logits(self.model.policy_logits(obs), mask)[0]
+        with torch.inference_mode():  # through the agent contract; board networks keep no state
+            logits, _, _ = self.model.step(obs, self.model.initial_state(1), torch.zeros(1, dtype=torch.bool))
+            logits = mask_logits(logits, mask)[0]
         if self.greedy:
             return int(logits.argmax())
         probs = torch.softmax(logits.double(), 0).numpy()
