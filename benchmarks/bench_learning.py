@@ -3,6 +3,7 @@
     python -m benchmarks.bench_learning cartpole [--seeds 1 2 3] [--modes async sync]
     python -m benchmarks.bench_learning readme-cartpole [--seeds 1 2 3 4 5]  # ./launch.sh 2 --env CartPole-v1
     python -m benchmarks.bench_learning airstriker --frames 2000000 --actors 2 --run-dir runs/air-curve
+    python -m benchmarks.bench_learning pomdp --seeds 1 2 3 --steps 500000 --out DIR  # lstm vs mlp, velocities hidden
     python -m benchmarks.bench_learning curve RUN_DIR      # learning_curve.csv/.png of a finished run
     python -m benchmarks.bench_learning launch-fps --actors 1 2 --seconds 60   # ./launch.sh N frames/s
     python -m benchmarks.bench_learning atari --env ALE/Pong-v5 --frames 10000000 --actors 8 --out DIR
@@ -38,6 +39,50 @@ def cartpole(args: argparse.Namespace) -> None:
                                          "lag mean / max"],
             lambda r: [r["mode"], r["seed"], "yes" if r["solved"] else "NO", f"{r['steps']:,}",
                        f"{r['seconds']:.1f}", r["updates"], f"{r['policy_lag_mean']} / {r['policy_lag_max']}"])
+
+
+def pomdp(args: argparse.Namespace) -> None:
+    """retrofleet/CartPoleNoVel-v1 (CartPole without its velocities): each model per seed until a
+    mean return of 400 (last 100 episodes) or `--steps`; pomdp.csv, pomdp.png and a table."""
+    from common.pomdp import CARTPOLE_NOVEL
+
+    out = Path(args.out)
+    results, curves = [], []
+    for model in args.models:
+        for seed in args.seeds:
+            run_dir = out / f"pomdp_{model}_{seed}"
+            flags = ["--env", CARTPOLE_NOVEL, "--model", model, "--seed", str(seed), "--stop-at-return", "400",
+                     "--return-window", "100", "--total-frames", str(args.steps), "--eval-interval", "0", *args.extra]
+            r = run_pipeline(flags, args.actors, run_dir, timeout=args.timeout)
+            r.update(model=model, seed=seed)
+            results.append(r)
+            print(json.dumps(r), flush=True)
+            rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+            curves += [(model, seed, x["steps"], x["mean_return"]) for x in rows if x["mean_return"] is not None]
+    with open(out / "pomdp.csv", "w") as fh:
+        fh.write("model,seed,steps,mean_return\n")
+        fh.writelines(f"{m},{s},{n},{ret}\n" for m, s, n, ret in curves)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, model in enumerate(args.models):
+        for seed in args.seeds:
+            pts = [(n, ret) for m, s, n, ret in curves if m == model and s == seed]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=f"C{i}", alpha=0.8,
+                    label=f"--model {model}" if seed == args.seeds[0] else None)
+    ax.axhline(400, color="gray", linestyle="--", label="target 400")
+    ax.set_xlabel("agent steps")
+    ax.set_ylabel("mean return (last 100 episodes)")
+    ax.set_title(f"{CARTPOLE_NOVEL}: velocities hidden")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "pomdp.png", dpi=100)
+    _report(out / "pomdp", results, ["model", "seed", "reached 400", "steps", "seconds", "best mean return (100)"],
+            lambda r: [r["model"], r["seed"], "yes" if r["solved"] else "NO", f"{r['steps']:,}",
+                       f"{r['seconds']:.1f}", r["best_mean_return"]])
 
 
 def _report(stem: Path, results: list[dict], header: list[str], cells) -> None:
@@ -207,6 +252,14 @@ def main() -> None:
     f.add_argument("--out", default="bench_out")
     f.add_argument("extra", nargs="*", help="more learner flags (after --)")
     bench_atari.add_parser(sub)
+    m = sub.add_parser("pomdp", help="--model lstm vs mlp on CartPole with the velocities hidden")
+    m.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    m.add_argument("--models", nargs="+", default=["lstm", "mlp"], choices=("lstm", "mlp"))
+    m.add_argument("--steps", type=int, default=500_000)
+    m.add_argument("--actors", type=int, default=2)
+    m.add_argument("--timeout", type=float, default=1800)
+    m.add_argument("--out", default="bench_out")
+    m.add_argument("extra", nargs="*", help="more learner flags (after --)")
     k = sub.add_parser("curve", help="learning_curve.csv/.png of a run directory")
     k.add_argument("run_dir")
     k.add_argument("--baseline", type=float)
@@ -217,6 +270,8 @@ def main() -> None:
         readme_cartpole(args)
     elif args.cmd == "airstriker":
         airstriker(args)
+    elif args.cmd == "pomdp":
+        pomdp(args)
     elif args.cmd == "launch-fps":
         launch_fps(args)
     elif args.cmd == "atari":
