@@ -76,8 +76,8 @@ def test_learner_bootstraps_from_the_value_of_the_hidden_observation():
 class FullFinalForward(Trainer):
     """The trainer as it was: every minibatch step ran the final-value forward over the whole batch."""
 
-    def _final_values(self, final_obs, final_at, T, mb, B):
-        out = torch.zeros(T, B)
+    def _final_values(self, final_obs, final_at, states, mb, B):
+        out = torch.zeros(states.shape[0] - 1, B)
         with torch.no_grad():
             _, v = self.model(final_obs)
         out[final_at[:, 0], final_at[:, 1]] = v
