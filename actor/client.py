@@ -16,7 +16,7 @@ from actor.exploration import explorer
 from actor.link import LearnerChanged, LearnerLink, Stop, Welcome
 from actor.rollout import RolloutCollector
 from common import protocol, transport
-from common.envs import EnvError, make_env
+from common.envs import EnvError
 from common.families import family_for
 from common.model import build_model
 
@@ -43,20 +43,20 @@ class ActorClient:
         welcome = link.join()
         s = welcome.settings
         log.info("joined %s as actor %d (seed %d, env %s, mode %s)", link.address,
-                 welcome.actor_id, welcome.seed, s["env"], s["mode"])
+                 welcome.actor_id, welcome.seed, s.env.id, s.mode)
         torch.set_num_threads(1)
         torch.manual_seed(welcome.seed)
-        env = make_env(s["env"], seed=welcome.seed, **s["env_kwargs"])
-        model = build_model(s["model"]).eval()
-        link.hooks = family_for(s["env"]).actor_hooks(env, model, s["model"], welcome.seed)
+        env = s.make_env(welcome.seed)
+        model = build_model(s.model.as_dict()).eval()
+        link.hooks = family_for(s.env.id).actor_hooks(env, model, s.model.as_dict(), welcome.seed)
         link.open_data_links(model)
         link.on_rejoin.append(self._adopt)
         self.collector = RolloutCollector(
             env, actor_id=welcome.actor_id, seed=welcome.seed,
-            unroll_length=s["unroll_length"], frame_stack=s["model"]["frame_stack"],
-            frame_skip=s["env_kwargs"]["frame_skip"], epsilon=welcome.epsilon,
-            max_abs_reward=float(s["max_abs_reward"]), lives=bool(s.get("lives", False)),
-            explorer=explorer(s, welcome.seed),
+            unroll_length=s.unroll_length, frame_stack=s.model.frame_stack,
+            frame_skip=s.env.frame_skip, epsilon=welcome.epsilon,
+            max_abs_reward=s.bounds.max_abs_reward, lives=s.bounds.lives,
+            explorer=explorer(s.exploration, welcome.seed),
         )
         self.collector.on_first_episode = self._log_first_episode
         log.info("waiting for the first weights")
@@ -65,8 +65,8 @@ class ActorClient:
         try:
             # sync: a round trains on what it has after sync_timeout; an actor whose rollout was
             # lost waits that long (and two republishes) for newer weights, then sends another
-            patience = float(s["sync_timeout"]) + 2 * s["publish_interval"] if s["mode"] == "sync" else None
-            self._loop(model, sync_patience=patience, publish_interval=s["publish_interval"])
+            patience = s.sync_timeout + 2 * s.publish_interval if s.mode == "sync" else None
+            self._loop(model, sync_patience=patience, publish_interval=s.publish_interval)
         finally:
             env.close()
         return 0

@@ -16,7 +16,8 @@ import sys
 import time
 
 from actor.slots import ACT, SlotLayout, Slots, say_ready
-from common.envs import EnvError, make_env
+from common.envs import EnvError
+from common.runspec import RunSpec
 
 
 def run(spec: dict) -> int:
@@ -25,7 +26,7 @@ def run(spec: dict) -> int:
     layout = SlotLayout(int(spec["n"]), tuple(spec["frame_shape"]), spec["frame_dtype"])
     slots = Slots.attach(layout, int(spec["shm_fd"]))
     try:
-        env = make_env(spec["env"], seed=int(spec["seed"]), **spec["env_kwargs"])
+        env = RunSpec.from_wire(spec["run"]).make_env(int(spec["seed"]))
     except EnvError as exc:
         print(f"emulator {slot}: {exc}", file=sys.stderr, flush=True)
         return 2

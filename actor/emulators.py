@@ -15,9 +15,12 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from actor.slots import ACT, STOP, SlotLayout, Slots, generation_matches, read_ready
+
+if TYPE_CHECKING:
+    from common.runspec import RunSpec
 
 log = logging.getLogger("actor")
 EMULATOR_NICE = 3  # emulators run this much nicer than their host (see actor.emulator.yield_to_the_host)
@@ -36,11 +39,10 @@ class SlotState:
 class EmulatorPool:
     """N emulator processes sharing one `Slots` and one ready pipe with this (host) process."""
 
-    def __init__(self, layout: SlotLayout, env: str, env_kwargs: dict[str, Any], *,
+    def __init__(self, layout: SlotLayout, run: RunSpec, *,
                  python: str = sys.executable, nice: int = EMULATOR_NICE, sched_batch: bool = True):
         self.layout = layout
-        self.env = env
-        self.env_kwargs = env_kwargs
+        self.run = run.to_wire()  # each emulator process reads it back with RunSpec.from_wire
         self.python = python
         self.nice = nice
         self.sched_batch = sched_batch
@@ -63,7 +65,7 @@ class EmulatorPool:
         act_r, act_w = os.pipe()
         spec = {"slot": k, "generation": s.generation, "n": self.n, "seed": seed,
                 "frame_shape": list(self.layout.frame_shape), "frame_dtype": self.layout.frame_dtype,
-                "env": self.env, "env_kwargs": self.env_kwargs, "nice": self.nice, "sched_batch": self.sched_batch,
+                "run": self.run, "nice": self.nice, "sched_batch": self.sched_batch,
                 "shm_fd": self.slots.fd, "act_fd": act_r, "ready_fd": self._ready_w}
         try:
             s.proc = subprocess.Popen([self.python, "-m", "actor.emulator", json.dumps(spec)],

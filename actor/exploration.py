@@ -6,11 +6,14 @@ bandit is seeded from the actor's seed, so in sync mode a run repeats its choice
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from common.bandit import SlidingWindowUCB
+
+if TYPE_CHECKING:
+    from common.runspec import Exploration
 
 
 class AdaptiveEpsilon:
@@ -33,7 +36,6 @@ class AdaptiveEpsilon:
         self.arm = self.bandit.select()
 
 
-def explorer(settings: dict[str, Any], seed: int) -> AdaptiveEpsilon | None:
-    """The welcome's adaptive exploration for an actor of `seed`, or None (fixed epsilon)."""
-    exploration = settings.get("exploration")
-    return None if exploration is None else AdaptiveEpsilon(exploration, seed)
+def explorer(exploration: Exploration | None, seed: int) -> AdaptiveEpsilon | None:
+    """The run spec's adaptive exploration for an actor of `seed`, or None (fixed epsilon)."""
+    return None if exploration is None else AdaptiveEpsilon(exploration.as_dict(), seed)

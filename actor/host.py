@@ -66,13 +66,13 @@ class ActorHost:
     def _join(self) -> None:
         link = self.link
         s = link.join().settings
-        if s["model"]["kind"] not in HOST_MODEL_KINDS or s.get("episode_extras"):
-            raise EnvError(f"the actor host does not run {s['model']['kind']} policies (action masks, "
+        if s.model.kind not in HOST_MODEL_KINDS or s.bounds.episode_extras:
+            raise EnvError(f"the actor host does not run {s.model.kind} policies (action masks, "
                            "game-family hooks): run one-process actors (launch.sh --actor-mode process)")
-        log.info("joined %s (env %s, mode %s); %d emulators, policy on %s (%s)", link.address, s["env"],
-                 s["mode"], self.n, self.device, self.dtype)
+        log.info("joined %s (env %s, mode %s); %d emulators, policy on %s (%s)", link.address, s.env.id,
+                 s.mode, self.n, self.device, self.dtype)
         torch.set_num_threads(1)
-        self.sampler = Sampler.from_settings(s, self.n, self.device, dtype=self.dtype)
+        self.sampler = Sampler.from_spec(s, self.n, self.device, dtype=self.dtype)
         members = [link.members[0]] + [link.add_member() for _ in range(1, self.n)]
         for m in members[1:]:
             m.join()
@@ -176,8 +176,8 @@ class ActorHost:
         s = link.welcome.settings
         # sync: a round trains on what it has after sync_timeout; an emulator whose rollout was
         # lost waits that long (and two republishes) for newer weights, then acts on
-        patience = float(s["sync_timeout"]) + 2 * s["publish_interval"] if s["mode"] == "sync" else None
-        frame_skip = s["env_kwargs"]["frame_skip"]
+        patience = s.sync_timeout + 2 * s.publish_interval if s.mode == "sync" else None
+        frame_skip = s.env.frame_skip
         log.info("waiting for the first weights")
         poller, sub = zmq.Poller(), None
         poller.register(sampler.pool.ready_fd, zmq.POLLIN)

@@ -36,6 +36,7 @@ import zmq
 from common import protocol, transport
 from common.model import expected_params, load_numpy_state, spec_hash
 from common.protocol import ProtocolError
+from common.runspec import RunSpec
 
 log = logging.getLogger("actor")
 
@@ -62,14 +63,14 @@ class Welcome:
     epsilon: float
     session: str
     token: str
-    settings: dict[str, Any]
+    settings: RunSpec
 
     @classmethod
     def from_message(cls, msg: dict[str, Any]) -> Welcome:
         if msg["kind"] != "welcome":
             raise ProtocolError(f"expected welcome, got {msg['kind']}")
         return cls(msg["actor_id"], msg["seed"], float(msg["epsilon"]), msg["session"], msg["token"],
-                   msg["settings"])
+                   RunSpec.from_wire(msg["settings"]))
 
 
 HEARTBEAT_INTERVAL = 2.0  # seconds; the learner counts an actor gone after --actor-timeout (6 s)
@@ -250,9 +251,9 @@ class LearnerLink:
         s = self.welcome.settings
         if model is not None:
             self.expected = expected_params(model)
-            self.spec_hash = spec_hash(s["model"])
-        self.max_bytes = int(s["max_message_bytes"])
-        self.rollout_buffer = transport.rollout_tcp_buffer(int(s["rollout_bytes"]))
+            self.spec_hash = spec_hash(s.model.as_dict())
+        self.max_bytes = s.max_message_bytes
+        self.rollout_buffer = transport.rollout_tcp_buffer(s.rollout_bytes)
         self.push = self._replace("rollouts", self.push, zmq.PUSH, transport.ROLLOUTS, self.max_bytes,
                                   self.rollout_buffer)
         self.sub = self._replace("weights", self.sub, zmq.SUB, transport.WEIGHTS, self.max_bytes)

@@ -21,17 +21,20 @@ import argparse
 import logging
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from common.runspec import RunSpec
 
 HOST_MODEL_KINDS = ("nature_cnn", "mlp", "lstm")  # policies the actor host runs (no masks, no family hooks)
 
 
-def choose(settings: dict[str, Any], actors: int, cores: int | None = None,
+def choose(spec: RunSpec, actors: int, cores: int | None = None,
            cuda: bool | None = None) -> tuple[str, str]:
-    """("host" or "process", why) for `actors` emulators of the game a welcome's `settings` name,
+    """("host" or "process", why) for `actors` emulators of the game a welcome's run `spec` names,
     on a machine with `cores` CPU cores (default: this one's) and CUDA or not (default: asks torch)."""
-    kind = settings["model"]["kind"]
-    if kind not in HOST_MODEL_KINDS or settings.get("episode_extras"):
+    kind = spec.model.kind
+    if kind not in HOST_MODEL_KINDS or spec.bounds.episode_extras:
         return "process", f"the actor host does not run {kind} policies (action masks, family hooks)"
     if actors < 2:
         return "process", "one emulator: nothing to batch"
@@ -64,10 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         keys = transport.actor_keys(args.curve_secret, args.curve_server_key)
     link = LearnerLink(args.learner, keys=keys)
     try:
-        settings = link.join().settings
+        spec = link.join().settings
     finally:
         link.close()
-    mode, why = choose(settings, args.actors)
+    mode, why = choose(spec, args.actors)
     print(f"{mode}: {why}", file=sys.stderr)
     print(mode)
     return 0

@@ -17,7 +17,7 @@ import select
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,9 +27,11 @@ from actor.exploration import AdaptiveEpsilon, explorer
 from actor.inference import BatchedPolicy
 from actor.rollout import RolloutBuilder
 from actor.slots import SlotLayout
-from common.envs import env_signature
 from common.policy import own_logp, sample_actions
 from common.protocol import Rollout
+
+if TYPE_CHECKING:
+    from common.runspec import Exploration, RunSpec
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class SamplerStats:
 class Sampler:
     def __init__(self, pool: EmulatorPool, policy: BatchedPolicy, *, unroll_length: int,
                  frame_stack: int, frame_skip: int, max_abs_reward: float = 1e6, lives: bool = False,
-                 exploration: dict[str, Any] | None = None):
+                 exploration: Exploration | None = None):
         self.pool = pool
         self.lives = lives
         self.policy = policy
@@ -86,19 +88,16 @@ class Sampler:
         self._batch = np.empty((n, frame_stack, *first.shape), dtype=first.dtype)
 
     @classmethod
-    def from_settings(cls, settings: dict[str, Any], n: int, device: torch.device, *, dtype: str = "float32",
-                      **pool_options: Any) -> Sampler:
+    def from_spec(cls, spec: RunSpec, n: int, device: torch.device, *, dtype: str = "float32",
+                  **pool_options: Any) -> Sampler:
         """A sampler over n emulators of the game, preprocessing and model that a learner's
-        welcome `settings` name (no emulator starts before `assign`)."""
-        kwargs = settings["env_kwargs"]
-        sig = env_signature(settings["env"], **kwargs)
-        model = settings["model"]
-        pool = EmulatorPool(SlotLayout(n, tuple(sig.obs_shape), sig.obs_dtype), settings["env"], kwargs,
-                            **pool_options)
-        return cls(pool, BatchedPolicy(model, device, n, dtype), unroll_length=settings["unroll_length"],
-                   frame_stack=model["frame_stack"], frame_skip=kwargs["frame_skip"],
-                   max_abs_reward=float(settings.get("max_abs_reward", 1e6)), lives=sig.lives,
-                   exploration=settings.get("exploration"))
+        run `spec` names (no emulator starts before `assign`)."""
+        layout = SlotLayout(n, spec.model.frame_shape, spec.bounds.frame_dtype)
+        pool = EmulatorPool(layout, spec, **pool_options)
+        return cls(pool, BatchedPolicy(spec.model.as_dict(), device, n, dtype), unroll_length=spec.unroll_length,
+                   frame_stack=spec.model.frame_stack, frame_skip=spec.env.frame_skip,
+                   max_abs_reward=spec.bounds.max_abs_reward, lives=spec.bounds.lives,
+                   exploration=spec.exploration)
 
     def close(self) -> None:
         self.pool.close()
@@ -110,7 +109,7 @@ class Sampler:
         self.builders[k] = None  # made from the emulator's first observation
         self.rngs[k] = np.random.default_rng(member.seed)
         self.epsilon[k] = member.epsilon
-        self.explorers[k] = explorer({"exploration": self.exploration}, member.seed)
+        self.explorers[k] = explorer(self.exploration, member.seed)
         self.waiting.pop(k, None)
         self.episode_start[k] = True
         self.pool.start(k, member.seed)

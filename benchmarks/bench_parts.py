@@ -57,9 +57,10 @@ def _timed(fn: Callable[[], Any], seconds: float, min_calls: int = 3) -> float:
 
 def _model_and_spec():
     from common.config import Config
-    from common.model import build_model, env_model_spec
+    from common.model import build_model
+    from common.runspec import RunSpec
 
-    _, spec = env_model_spec(Config(env=ENV))
+    spec = RunSpec.from_config(Config(env=ENV)).model.as_dict()
     return build_model(spec), spec
 
 

@@ -27,19 +27,22 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.bench_parts import _timed, run_part
+
+if TYPE_CHECKING:
+    from common.runspec import RunSpec
 
 AIRSTRIKER = "Airstriker-Genesis-v0"
 
 
-def _settings(env: str) -> dict[str, Any]:
+def _settings(env: str) -> RunSpec:
     """What a learner with default flags would put in its welcome, for `env`."""
     from common.config import Config
-    from learner.server import actor_settings
+    from common.runspec import RunSpec
 
-    return actor_settings(Config(env=env))
+    return RunSpec.from_config(Config(env=env))
 
 
 def _cpu_seconds(pids: list[int]) -> float:
@@ -70,7 +73,7 @@ def core_worker(env: str, n: int, seconds: float, warmup: float, device: str,
 
     torch.set_num_threads(1)
     s = _settings(env)
-    sampler = Sampler.from_settings(s, n, pick_device(device), dtype=dtype, **(pool_options or {}))
+    sampler = Sampler.from_spec(s, n, pick_device(device), dtype=dtype, **(pool_options or {}))
     try:
         for k in range(n):
             sampler.assign(k, Member(k, actor_seed(1, k), 0.0))
@@ -97,7 +100,7 @@ def core_worker(env: str, n: int, seconds: float, warmup: float, device: str,
                 rollouts += 1
         wall = clock() - window["t0"]
         st = sampler.stats
-        frames = st.samples * s["env_kwargs"]["frame_skip"]
+        frames = st.samples * s.env.frame_skip
         busy = (sampler.pool.slots.busy - window["busy0"]) / wall
         cpu_emu = _cpu_seconds(window["pids"]) - window["cpu_emu0"]
         cpu_self = time.process_time() - window["cpu_self0"]
@@ -116,24 +119,22 @@ def actor_worker(env: str, seconds: float, warmup: float, seed: int) -> dict[str
 
     from actor.rollout import RolloutCollector
     from common import protocol
-    from common.envs import make_env
     from common.model import build_model
 
     torch.set_num_threads(1)
     s = _settings(env)
-    collector = RolloutCollector(make_env(env, seed=seed, **s["env_kwargs"]), actor_id=0, seed=seed,
-                                 unroll_length=s["unroll_length"], frame_stack=s["model"]["frame_stack"],
-                                 frame_skip=s["env_kwargs"]["frame_skip"])
-    model = build_model(s["model"]).eval()
+    collector = RolloutCollector(s.make_env(seed), actor_id=0, seed=seed, unroll_length=s.unroll_length,
+                                 frame_stack=s.model.frame_stack, frame_skip=s.env.frame_skip)
+    model = build_model(s.model.as_dict()).eval()
     t_end = time.perf_counter() + warmup
     while time.perf_counter() < t_end:
         protocol.encode_rollout(collector.collect(model, 0))
     steps, cpu0, t0 = 0, time.process_time(), time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         protocol.encode_rollout(collector.collect(model, 0))
-        steps += s["unroll_length"]
+        steps += s.unroll_length
     wall = time.perf_counter() - t0
-    frames = steps * s["env_kwargs"]["frame_skip"]
+    frames = steps * s.env.frame_skip
     return {"frames_per_s": frames / wall, "cpu_us_per_frame": 1e6 * (time.process_time() - cpu0) / frames}
 
 
@@ -146,7 +147,7 @@ def inference_worker(batches: list[int], seconds: float, rounds: int = 3) -> dic
     from actor.inference import BatchedPolicy
 
     torch.set_num_threads(1)
-    spec = _settings(AIRSTRIKER)["model"]
+    spec = _settings(AIRSTRIKER).model.as_dict()
     policies = {dtype: BatchedPolicy(spec, torch.device("cpu"), max(batches), dtype=dtype)
                 for dtype in ("float32", "bfloat16")}
     rng = np.random.default_rng(0)

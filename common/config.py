@@ -1,7 +1,7 @@
 """One dataclass for every learner setting: defaults, a TOML file, command-line flags.
 
 The learner is the single source of truth: actors receive the parts they need in the
-welcome message (see `actor_settings`). Precedence: defaults < `--config FILE.toml` <
+welcome message (see `common.runspec.RunSpec`). Precedence: defaults < `--config FILE.toml` <
 flags. An unknown key or a bad value raises `ConfigError` with one line a user can act on.
 """
 

@@ -6,17 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from common.agent import CELL_BOUND, Agent
-
-if TYPE_CHECKING:
-    from common.config import Config
-    from common.envs import EnvSignature
 
 
 def _init(layer: nn.Module, gain: float = float(np.sqrt(2))) -> nn.Module:
@@ -187,25 +183,6 @@ def state_spec(spec: dict[str, Any]) -> tuple[tuple[int, ...], tuple[float, ...]
     if spec["kind"] == "lstm":
         return (2, spec["lstm_hidden"]), (1.0, CELL_BOUND)
     return (0,), ()
-
-
-def env_model_spec(cfg: Config) -> tuple[EnvSignature, dict[str, Any]]:
-    """The environment's signature and the model spec a configuration gives (the learner's
-    derivation, in one place). Starts no retro emulator."""
-    from common import envs
-    from common.config import ConfigError
-    from common.families import env_settings, family_for
-
-    sig = envs.env_signature(cfg.env, **env_settings(cfg))
-    if family_for(cfg.env).name == "ConnectX":  # board planes: the board network
-        if cfg.model != "auto":
-            raise ConfigError(f"--model {cfg.model}: two-player boards run their own network (--model auto)")
-        return sig, board_spec(sig.obs_shape, sig.n_actions, cfg.hidden_size, cfg.board_channels, cfg.board_blocks)
-    try:
-        return sig, model_spec(sig.obs_shape, cfg.frame_stack, sig.n_actions, cfg.hidden_size, cfg.model,
-                               cfg.lstm_hidden)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
 
 
 def board_spec(frame_shape: tuple[int, ...], n_actions: int, hidden: int, channels: int, blocks: int) -> dict[str, Any]:

@@ -23,11 +23,11 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from common import envs, transport
+from common import transport
 from common.config import Config
-from common.families import env_settings
-from common.model import build_model, env_model_spec, spec_hash, state_spec
+from common.model import build_model, spec_hash
 from common.protocol import Rollout, RolloutSpec
+from common.runspec import RunSpec
 from learner.batcher import Batch
 from learner.data_source import make_source
 from learner.family_hooks import eval_loop, hooks_for
@@ -52,29 +52,14 @@ def torch_threads(cfg: Config) -> int:
 
 
 def specs(cfg: Config) -> tuple[dict[str, Any], dict[str, Any], RolloutSpec]:
-    """What a configuration agrees with its actors: make_env's arguments, the model spec and
-    the rollout spec (the shapes and bounds every rollout must keep)."""
-    kwargs = env_settings(cfg)
-    sig, model = env_model_spec(cfg)
-    spec = RolloutSpec(cfg.unroll_length, tuple(sig.obs_shape), sig.obs_dtype, model["frame_stack"],
-                       sig.n_actions, kwargs["frame_skip"], cfg.max_abs_reward,
-                       envs.time_limit(cfg.env, kwargs), action_mask=sig.action_mask,
-                       episode_extras=sig.episode_extras, state_shape=state_spec(model)[0],
-                       state_bound=state_spec(model)[1], lives=sig.lives,
-                       n_arms=len(cfg.arms()) if cfg.exploration == "adaptive" else 0)
-    return kwargs, model, spec
+    """make_env's arguments, the model spec and the rollout spec a configuration gives."""
+    run = RunSpec.from_config(cfg)
+    return run.env_kwargs, run.model.as_dict(), run.rollout
 
 
 def actor_settings(cfg: Config) -> dict[str, Any]:
-    """What every welcome tells an actor: the environment, the model, the rollouts it sends."""
-    kwargs, model, spec = specs(cfg)
-    return {"env": cfg.env, "env_kwargs": kwargs, "mode": cfg.mode, "unroll_length": cfg.unroll_length,
-            "model": model, "max_message_bytes": int(cfg.max_message_mb * (1 << 20)),
-            "publish_interval": cfg.publish_interval, "rollout_bytes": spec.max_rollout_bytes,
-            "max_abs_reward": cfg.max_abs_reward, "sync_timeout": cfg.sync_timeout,
-            "episode_extras": spec.episode_extras, "lives": spec.lives,
-            "exploration": {"arms": list(cfg.arms()), "window": cfg.bandit_window, "bonus": cfg.bandit_bonus}
-            if spec.n_arms else None}
+    """What every welcome tells an actor: the run spec on the wire."""
+    return RunSpec.from_config(cfg).to_wire()
 
 
 class Learner:
@@ -82,8 +67,9 @@ class Learner:
 
     def __init__(self, cfg: Config, run_dir: Path, *, keys: transport.CurveKeys | None = None):
         self.cfg, self.run_dir, self.keys = cfg, run_dir, keys
-        self.env_kwargs, self.model_spec, self.spec = specs(cfg)
-        self.settings = actor_settings(cfg)
+        self.run_spec = RunSpec.from_config(cfg)  # built once; the welcome sends it
+        self.model_spec, self.spec = self.run_spec.model.as_dict(), self.run_spec.rollout
+        self.settings = self.run_spec.to_wire()
         self.spec_hash = spec_hash(self.model_spec)
         self.device = pick_device(cfg.device)
         seed_torch(cfg, torch_threads(cfg))  # the initial weights and the minibatch order follow --seed

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from common.config import Config
-from common.model import build_model, env_model_spec
+from common.model import build_model
+from common.runspec import RunSpec
 from learner import checkpoint
 from learner.evaluate import EvaluateError, evaluate
 
@@ -25,7 +26,7 @@ AIR = "Airstriker-Genesis-v0"
 
 def make_checkpoint(run_dir: Path, cfg: Config, updates: int = 5, seed: int = 0) -> Path:
     """A checkpoint with the payload of learner.server.Learner._payload, for an untrained model."""
-    _, spec = env_model_spec(cfg)
+    spec = RunSpec.from_config(cfg).model.as_dict()
     torch.manual_seed(seed)
     model = build_model(spec)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)

@@ -17,7 +17,7 @@ import psutil
 
 from actor.mode import choose
 from common.config import Config
-from learner.server import actor_settings
+from common.runspec import RunSpec
 from tests.conftest import BIN, CARTPOLE, free_base_port, last_metrics, read_actors, wait_for
 
 
@@ -97,12 +97,12 @@ def test_host_under_curve_stops_cleanly_on_ctrl_c(procs, tmp_path):
 
 
 def test_mode_rule_hosts_image_games_from_two_emulators_a_core():
-    air = actor_settings(Config(env="Airstriker-Genesis-v0"))
-    cart = actor_settings(Config(env="CartPole-v1"))
+    air = RunSpec.from_config(Config(env="Airstriker-Genesis-v0"))
+    cart = RunSpec.from_config(Config(env="CartPole-v1"))
     assert choose(air, 4, cores=2, cuda=False)[0] == "host" and choose(air, 8, cores=2, cuda=False)[0] == "host"
     assert choose(air, 2, cores=2, cuda=False)[0] == "process", "as many emulators as cores: processes"
     assert choose(air, 2, cores=2, cuda=True)[0] == "host", "the policy on a GPU"
     assert choose(air, 1, cores=2, cuda=True)[0] == "process", "one emulator: nothing to batch"
     assert choose(cart, 2, cores=2, cuda=True)[0] == "process", "an MLP stays on the CPU"
     assert choose(cart, 8, cores=2, cuda=False)[0] == "host"
-    assert choose(actor_settings(Config(env="connectx")), 8)[0] == "process", "masks and opponents"
+    assert choose(RunSpec.from_config(Config(env="connectx")), 8)[0] == "process", "masks and opponents"

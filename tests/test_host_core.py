@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from typing import Any
 
 import numpy as np
 import psutil
@@ -20,24 +21,20 @@ from actor.rollout import RolloutCollector
 from actor.sampler import Member, Sampler
 from common import protocol
 from common.config import Config, actor_seed
-from common.envs import make_env
 from common.model import build_model, state_to_numpy
-from learner.server import actor_settings
+from common.runspec import RunSpec
 from tests.conftest import ROOT, wait_for
 
 T = 16
 
 
-def settings(env: str) -> dict:
-    """A welcome's settings for `env` (learner defaults, a short unroll)."""
-    return actor_settings(Config(env=env, hidden_size=32, unroll_length=T))
+def settings(env: str, **config: Any) -> RunSpec:
+    """A welcome's run spec for `env` (learner defaults, a short unroll), as an actor reads it."""
+    return RunSpec.from_wire(RunSpec.from_config(Config(env=env, hidden_size=32, unroll_length=T, **config)).to_wire())
 
 
-def spec_of(s: dict) -> protocol.RolloutSpec:
-    m = s["model"]
-    dtype = "uint8" if m["kind"] == "nature_cnn" else "float32"
-    return protocol.RolloutSpec(T, tuple(m["frame_shape"]), dtype, m["frame_stack"], m["n_actions"],
-                                s["env_kwargs"]["frame_skip"])
+def spec_of(s: RunSpec) -> protocol.RolloutSpec:
+    return s.rollout
 
 
 def run_until(sampler: Sampler, cond, timeout: float, out: dict) -> None:
@@ -59,7 +56,7 @@ def start_all(sampler: Sampler, n: int, out: dict) -> None:
 @pytest.fixture
 def cartpole():
     s = settings("CartPole-v1")
-    sampler = Sampler.from_settings(s, 3, torch.device("cpu"))
+    sampler = Sampler.from_spec(s, 3, torch.device("cpu"))
     yield s, sampler
     sampler.close()
 
@@ -88,11 +85,11 @@ def test_same_seed_same_rollout_as_the_one_process_actor():
     s = settings("CartPole-v1")
     seed = actor_seed(7, 2)
     torch.manual_seed(0)
-    model = build_model(s["model"]).eval()
-    collector = RolloutCollector(make_env("CartPole-v1", seed=seed, **s["env_kwargs"]), actor_id=2,
+    model = build_model(s.model.as_dict()).eval()
+    collector = RolloutCollector(s.make_env(seed), actor_id=2,
                                  seed=seed, unroll_length=T, frame_stack=1, epsilon=0.05)
     expected = [collector.collect(model, 0) for _ in range(3)]
-    sampler = Sampler.from_settings(s, 2, torch.device("cpu"))
+    sampler = Sampler.from_spec(s, 2, torch.device("cpu"))
     try:
         sampler.policy.load(state_to_numpy(model))
         sampler.assign(0, Member(2, seed, 0.05))
@@ -116,9 +113,8 @@ def test_same_seed_same_rollout_as_the_one_process_actor():
 def test_time_limits_send_the_observation_they_hid():
     """A truncated step's rollout carries the observation the time limit hid (written by the
     emulator before its reset), so the learner bootstraps from it; the rollouts validate."""
-    s = settings("CartPole-v1")
-    s["env_kwargs"]["max_episode_steps"] = 5
-    sampler = Sampler.from_settings(s, 2, torch.device("cpu"))
+    s = settings("CartPole-v1", max_episode_steps=5)
+    sampler = Sampler.from_spec(s, 2, torch.device("cpu"))
     try:
         out: dict[int, list] = {}
         start_all(sampler, 2, out)
@@ -175,7 +171,7 @@ HOST_SCRIPT = textwrap.dedent("""
     import sys, time, torch
     from actor.sampler import Member, Sampler
     from tests.test_host_core import settings
-    sampler = Sampler.from_settings(settings("CartPole-v1"), 2, torch.device("cpu"))
+    sampler = Sampler.from_spec(settings("CartPole-v1"), 2, torch.device("cpu"))
     for k in range(2):
         sampler.assign(k, Member(k, k))
     while True:
@@ -219,7 +215,7 @@ def test_airstriker_frames_through_shared_memory():
     """Two real Airstriker emulators: 84x84 uint8 frames, the agreed rollout spec, episode
     frames counted with frame skip 4, and the emulators stepping most of the wall clock."""
     s = settings("Airstriker-Genesis-v0")
-    sampler = Sampler.from_settings(s, 2, torch.device("cpu"))
+    sampler = Sampler.from_spec(s, 2, torch.device("cpu"))
     try:
         for k in range(2):
             sampler.assign(k, Member(k, actor_seed(1, k)))
@@ -242,13 +238,13 @@ def test_airstriker_frames_through_shared_memory():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA on this machine: the host's GPU path needs one")
 def test_policy_on_cuda_matches_the_cpu_and_cuts_valid_rollouts():
     s = settings("Airstriker-Genesis-v0")
-    cpu = BatchedPolicy(s["model"], torch.device("cpu"), 8)
-    gpu = BatchedPolicy(s["model"], torch.device("cuda"), 8)
+    cpu = BatchedPolicy(s.model.as_dict(), torch.device("cpu"), 8)
+    gpu = BatchedPolicy(s.model.as_dict(), torch.device("cuda"), 8)
     gpu.load(state_to_numpy(cpu.cpu_model))
-    m = s["model"]
-    obs = np.random.default_rng(0).integers(0, 256, (5, m["frame_stack"], *m["frame_shape"]), dtype=np.uint8)
+    m = s.model
+    obs = np.random.default_rng(0).integers(0, 256, (5, m.frame_stack, *m.frame_shape), dtype=np.uint8)
     torch.testing.assert_close(gpu.logits(obs), cpu.logits(obs), rtol=1e-3, atol=1e-3)
-    sampler = Sampler.from_settings(s, 2, torch.device("cuda"))
+    sampler = Sampler.from_spec(s, 2, torch.device("cuda"))
     try:
         out: dict[int, list] = {}
         start_all(sampler, 2, out)

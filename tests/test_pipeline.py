@@ -5,7 +5,7 @@ from __future__ import annotations
 import zmq
 
 from common import protocol
-from common.protocol import RolloutSpec
+from common.runspec import RunSpec
 from tests.conftest import CARTPOLE, free_base_port, last_metrics, read_actors, wait_for
 
 
@@ -67,8 +67,8 @@ def test_spec_in_welcome_matches_cartpole(procs, tmp_path):
         w = _hello(ctx, port)
     finally:
         ctx.term()
-    s = w["settings"]
-    spec = RolloutSpec(s["unroll_length"], tuple(s["model"]["frame_shape"]), "float32",
-                       s["model"]["frame_stack"], s["model"]["n_actions"])
+    s = RunSpec.from_wire(w["settings"])  # what an actor reads, by attribute
+    spec = s.rollout
     assert spec.frame_shape == (4,) and spec.n_actions == 2 and spec.frame_stack == 1
-    assert s["env"] == "CartPole-v1" and w["actor_id"] == 0
+    assert spec.frame_dtype == "float32" and spec.max_episode_steps == 500, "CartPole's registered limit"
+    assert s.env.id == "CartPole-v1" and s.env.frame_skip == 1 and w["actor_id"] == 0
