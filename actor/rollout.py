@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from actor.exploration import AdaptiveEpsilon
+from common.action_sampling import own_logp, sample_action
 from common.agent import Agent
 from common.framestack import FrameStack
-from common.policy import own_logp, sample_action
 from common.protocol import MAX_ABS_OBSERVATION, Rollout
 
 log = logging.getLogger("actor")

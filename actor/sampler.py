@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from actor.emulators import EmulatorPool
+from actor.emulator_pool import EmulatorPool
 from actor.exploration import AdaptiveEpsilon, explorer
 from actor.inference import BatchedPolicy
 from actor.rollout import RolloutBuilder
 from actor.slots import SlotLayout
-from common.policy import own_logp, sample_actions
+from common.action_sampling import own_logp, sample_actions
 from common.protocol import Rollout
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench_parts import run_part
-from tests.conftest import free_base_port, stop_processes
+from testkit.processes import free_base_port, stop_processes
 
 BIN = Path(sys.executable).parent
 ITEMS = ("raw", "actor", "ingest", "weights", "trainer", "train_run", "scaling", "vector")

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 from benchmarks import bench_atari
-from tests.conftest import free_base_port, pipeline_result, run_pipeline
+from testkit.processes import free_base_port, run_pipeline
+from testkit.run_files import pipeline_result
 
 
 def cartpole(args: argparse.Namespace) -> None:

@@ -52,8 +52,8 @@ import zmq
 from benchmarks.chaos_fleet import Fleet, Partition, Sampler, SmallDisk, last_row
 from common import protocol
 from learner import checkpoint
+from testkit.floods import HelloFlood
 from tests.conftest import cartpole_rollout, free_base_port, read_actors
-from tests.floods import HelloFlood
 
 FAULTS = ("kill_emulator", "kill_host", "kill_actor", "stop_actor", "kill_learner", "partition",
           "hello_flood", "forged", "full_disk")

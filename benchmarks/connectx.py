@@ -47,7 +47,7 @@ def negamax_speed(args: argparse.Namespace) -> dict:
     """Seconds a move of the depth-4 negamax (no root cache) on the positions of games against a
     random player, and of the tests' plain list-based transcription of Kaggle's algorithm (the
     way Kaggle's own code computes it) on the first ``--reference`` of those positions."""
-    from tests.test_connectx_negamax import ref_root_scores
+    from testkit.connectx_reference import ref_root_scores
 
     rng = random.Random(0)
     player = Negamax(seed=1, cache_size=0)
@@ -96,7 +96,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def launch(actors: int, run_dir: Path, minutes: float, log: Path, *flags: str) -> None:
     """``./launch.sh N --env connectx`` (its preset) for ``minutes`` of wall clock."""
-    from tests.conftest import free_base_port
+    from testkit.processes import free_base_port
 
     cmd = [str(ROOT / "launch.sh"), str(actors), "--env", "connectx", "--max-minutes", str(minutes),
            "--run-dir", str(run_dir), "--port", str(free_base_port()), *flags]

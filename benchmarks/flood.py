@@ -29,8 +29,10 @@ import psutil
 from common import protocol
 from common.config import Config
 from learner.server import specs
-from tests.conftest import BIN, cartpole_rollout, free_base_port, last_metrics, stop_processes
-from tests.floods import ConnectionFlood, HelloFlood, PushFlood, object_bomb
+from testkit.floods import ConnectionFlood, HelloFlood, PushFlood, object_bomb
+from testkit.processes import BIN, free_base_port, stop_processes
+from testkit.rollouts import cartpole_rollout
+from testkit.run_files import last_metrics
 
 FLOODS = ("none", "hellos", "connections", "connections_fd1024", "bombs", "forged")
 

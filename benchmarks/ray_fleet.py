@@ -3,7 +3,7 @@
     python -m benchmarks.ray_fleet [--out bench_out/ray_fleet] [--cpus 8] [--repeats 3]
                                    [--actor-mode host|process]
 
-Needs root: a two-node Ray cluster on this machine (fleet/localcluster.py: the head here, the
+Needs root: a two-node Ray cluster on this machine (testkit/localcluster.py: the head here, the
 second node in its own network and mount namespace), CartPole learners and actors; units are
 actor hosts (--emulators-per-host auto: one a node) or, with --actor-mode process, one-process
 actors. Measures
@@ -31,8 +31,9 @@ from pathlib import Path
 
 import psutil
 
-from fleet.localcluster import LocalCluster
-from tests.conftest import BIN, free_base_port, read_actors
+from testkit.localcluster import LocalCluster
+from testkit.processes import BIN, free_base_port
+from testkit.run_files import read_actors
 
 CARTPOLE = ["--env", "CartPole-v1", "--batch-size", "256", "--report-interval", "0.5"]
 

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import psutil
 
-from tests.conftest import BIN, free_base_port, last_metrics, stop_processes
+from testkit.processes import BIN, free_base_port, stop_processes
+from testkit.run_files import last_metrics
 
 
 def main(argv: list[str] | None = None) -> int:

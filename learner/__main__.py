@@ -124,8 +124,8 @@ def main_evaluate(argv: list[str]) -> int:
     p.add_argument("--rate-snapshots", action="store_true",
                    help="with --opponent: also rate the run's league snapshots (league/elo.json)")
     args = p.parse_args(argv)
-    from learner.evaluate import EvaluateError, evaluate
-    from learner.policy import PolicyError, load_policy
+    from learner.play_checkpoint import EvaluateError, evaluate
+    from learner.trained_policy import PolicyError, load_policy
 
     try:
         if args.opponent:  # two-player games: matches from both seats
@@ -170,7 +170,7 @@ def main_export_kaggle(argv: list[str]) -> int:
     p.add_argument("--out", default="submission.py", help="file to write (default: submission.py)")
     args = p.parse_args(argv)
     from common.connectx.export_kaggle import export_policy
-    from learner.policy import PolicyError, load_policy
+    from learner.trained_policy import PolicyError, load_policy
 
     try:
         path, origin = export_policy(load_policy(args.run_dir, checkpoint=args.checkpoint), args.out)

@@ -17,8 +17,8 @@ from common.config import Config
 from common.families import family_for
 from common.protocol import ProtocolError, Rollout
 from learner.episodes import Episode
-from learner.eval_loop import EvalLoop, FamilyEvalLoop
 from learner.metrics import Metrics
+from learner.periodic_eval import EvalLoop, FamilyEvalLoop
 
 
 class LearnerHooks(Protocol):

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from common.policy import mask_logits
+from common.action_sampling import mask_logits
 from learner.vtrace import from_importance_weights
 
 __all__ = ["LossConfig", "appo_loss"]

@@ -203,7 +203,7 @@ class Metrics:
         """An evaluation's return and length, and its GIF (TensorBoard's Images tab, W&B video)."""
         self._scalars({"eval/return": row["return"], "eval/length": row["length"]}, step=row["frames"])
         if self.writer is not None:
-            from learner.eval_loop import tensorboard_gif
+            from learner.periodic_eval import tensorboard_gif
 
             try:
                 tensorboard_gif(self.writer, "eval/video", row["gif"], row["frames"])

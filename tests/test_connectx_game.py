@@ -7,7 +7,7 @@ import pytest
 
 from common.connectx.features import N_PLANES, legal_mask, planes
 from common.connectx.game import Game, landing_cells, winning_cells
-from tests.connectx_reference import four_through, grid, naive_four, random_games
+from testkit.connectx_reference import four_through, grid, naive_four, random_games
 
 DRAW = "015502320345364356222230416104501114435666"  # 42 moves, no four in a row
 

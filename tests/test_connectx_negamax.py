@@ -1,6 +1,6 @@
 """The negamax opponent scores the seven root columns exactly as Kaggle's built-in agent does.
 
-The reference below is a deliberately plain transcription of the rules of Kaggle's negamax
+The reference (testkit/connectx_reference.py, `ref_root_scores`) is a deliberately plain transcription of the rules of Kaggle's negamax
 (kaggle_environments/envs/connectx/connectx.py) on a list-of-rows board: slow, no bitboards,
 no memo, written apart from common/connectx/negamax.py. A few scores are also derived by hand.
 """
@@ -13,63 +13,8 @@ import pytest
 
 from common.connectx.game import Game
 from common.connectx.negamax import Negamax, immediate_win, root_scores
-from tests import connectx_reference as reference
-from tests.connectx_reference import four_through
-
-# --------------------------------------------------------------------------- the reference
-
-
-def drop_row(g: list[list[int]], c: int) -> int | None:
-    rows = [r for r in range(6) if g[r][c] == 0]
-    return max(rows) if rows else None
-
-
-def ref_value(g: list[list[int]], mark: int, depth: int) -> float:
-    moves = sum(v != 0 for row in g for v in row)
-    if moves == 42:
-        return 0.0
-    for c in range(7):  # a win at once ends the search
-        r = drop_row(g, c)
-        if r is not None and four_through(g, r, c, mark):
-            return (43 - moves) / 2
-    best = -42.0
-    for c in range(7):
-        r = drop_row(g, c)
-        if r is None:
-            continue
-        if depth <= 0:
-            score = (43 - moves) / 2
-            score += c > 0 and g[r][c - 1] == mark
-            score += c < 6 and g[r][c + 1] == mark
-            score += r > 0 and g[r - 1][c] == mark  # the cell above: always empty, never counts
-            score += r < 4 and g[r + 1][c] == mark  # below, only above the two bottom rows
-        else:
-            g[r][c] = mark
-            score = -ref_value(g, 3 - mark, depth - 1)
-            g[r][c] = 0
-        best = max(best, score)
-    return best
-
-
-def ref_root_scores(board: list[int], mark: int, depth: int = 4) -> list[float | None]:
-    g = [board[r * 7:(r + 1) * 7] for r in range(6)]
-    out: list[float | None] = []
-    for c in range(7):
-        r = drop_row(g, c)
-        if r is None:
-            out.append(None)
-            continue
-        if depth <= 0:
-            g2 = [row[:] for row in g]
-            moves = sum(v != 0 for row in g for v in row)
-            score = (43 - moves) / 2 + (c > 0 and g2[r][c - 1] == mark) + (c < 6 and g2[r][c + 1] == mark)
-            score += r < 4 and g2[r + 1][c] == mark
-            out.append(float(score))
-            continue
-        g[r][c] = mark
-        out.append(-ref_value(g, 3 - mark, depth - 1))
-        g[r][c] = 0
-    return out
+from testkit import connectx_reference as reference
+from testkit.connectx_reference import ref_root_scores
 
 
 def fast_scores(board: list[int], depth: int = 4) -> list[float | None]:

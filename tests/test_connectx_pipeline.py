@@ -99,7 +99,7 @@ def test_load_policy_masks_what_the_board_forbids(connectx_run: Path):
 
     from common.connectx.features import planes
     from common.connectx.game import Game
-    from learner.policy import load_policy
+    from learner.trained_policy import load_policy
 
     policy = load_policy(connectx_run)
     game = Game()

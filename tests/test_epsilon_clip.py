@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from actor.rollout import RolloutBuilder
-from common.policy import action_probs, own_logp, sample_action
+from common.action_sampling import action_probs, own_logp, sample_action
 from common.protocol import (
     LOGP_FLOOR,
     ProtocolError,

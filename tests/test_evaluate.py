@@ -18,7 +18,7 @@ from common.config import Config
 from common.model import build_model
 from common.runspec import RunSpec
 from learner import checkpoint
-from learner.evaluate import EvaluateError, evaluate
+from learner.play_checkpoint import EvaluateError, evaluate
 
 BIN = Path(sys.executable).parent
 AIR = "Airstriker-Genesis-v0"

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from common.action_sampling import mask_logits
 from common.connectx.export_kaggle import write_submission
 from common.connectx.features import N_PLANES, legal_mask, planes
 from common.connectx.game import Game
 from common.model import ConnectXNet
-from common.policy import mask_logits
-from tests.connectx_reference import random_positions
+from testkit.connectx_reference import random_positions
 
 RUNNER = """
 import importlib.util, json, sys

@@ -15,6 +15,7 @@ import psutil
 
 from common.config import Config
 from learner.server import specs
+from testkit.floods import ConnectionFlood, HelloFlood, PushFlood, object_bomb
 from tests.conftest import (
     CARTPOLE,
     free_base_port,
@@ -23,7 +24,6 @@ from tests.conftest import (
     read_metrics,
     wait_for,
 )
-from tests.floods import ConnectionFlood, HelloFlood, PushFlood, object_bomb
 
 
 def _rss_mb(pid: int) -> float:

@@ -29,7 +29,7 @@ def emulators(host: subprocess.Popen) -> dict[int, psutil.Process]:
             cmd = child.cmdline()
         except psutil.Error:
             continue
-        if "actor.emulator" in cmd:
+        if "actor.emulator_process" in cmd:
             out[json.loads(cmd[-1])["slot"]] = child
     return out
 

@@ -1,5 +1,5 @@
 """The actor host's core without a learner: real emulator processes, shared slots, the batched
-inference loop and the rollouts it cuts (actor/emulators.py, slots.py, sampler.py)."""
+inference loop and the rollouts it cuts (actor/emulator_pool.py, slots.py, sampler.py)."""
 
 from __future__ import annotations
 

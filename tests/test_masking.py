@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from common.action_sampling import MASK_LOGIT, mask_logits, mask_logits_np
 from common.connectx.features import N_PLANES
-from common.policy import MASK_LOGIT, mask_logits, mask_logits_np
 from learner.losses import LossConfig, appo_loss
 from learner.vtrace import from_importance_weights
 

@@ -11,7 +11,7 @@ import torch
 
 from common.framestack import FrameStack
 from learner import checkpoint
-from learner.policy import Policy, PolicyError, load_policy
+from learner.trained_policy import Policy, PolicyError, load_policy
 from tests.conftest import ROOT, run_pipeline
 
 
@@ -120,7 +120,7 @@ def test_image_policy_stacks_frames_step_by_step_as_an_actor_does(airstriker_run
 def test_the_readme_example_runs_as_written(cartpole_run, monkeypatch):
     """The five lines in the README, on a run the learner wrote (its path swapped in)."""
     readme = (ROOT / "README.md").read_text()
-    block = re.search(r"```python\n(from learner.policy import load_policy\n.*?)```", readme, re.S).group(1)
+    block = re.search(r"```python\n(from learner.trained_policy import load_policy\n.*?)```", readme, re.S).group(1)
     assert block.count("\n") <= 8 and 'load_policy("runs/cartpole")' in block
     scope: dict = {}
     exec(compile(block.replace('"runs/cartpole"', repr(str(cartpole_run))), "README", "exec"), scope)

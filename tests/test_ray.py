@@ -1,7 +1,7 @@
 """Actors on a real two-node Ray cluster (`./launch.sh N --ray ...`, `fleet`, Ray Jobs).
 
 The head runs here; the second node runs in a network namespace of its own (a veth pair, its own
-Ray temp dir and /dev/shm on tmpfs), so the cluster has two IPs (fleet/localcluster.py). One
+Ray temp dir and /dev/shm on tmpfs), so the cluster has two IPs (testkit/localcluster.py). One
 cluster serves the whole module; the fleet tests run in order on one fleet: placement, an actor
 process killed, scaling, node loss, stop. Needs root; in CI a missing capability is a failure.
 """
@@ -39,7 +39,7 @@ CARTPOLE = ["--env", "CartPole-v1", "--batch-size", "256", "--report-interval", 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    from fleet.localcluster import LocalCluster, can_make_namespaces
+    from testkit.localcluster import LocalCluster, can_make_namespaces
 
     why = can_make_namespaces()
     if why:
@@ -211,7 +211,7 @@ def test_stop_leaves_no_process_on_any_node(cluster, fleet):
     assert "learner stopped (code 0)" in text, text[-2000:]
     assert not [p for p in pids if _running(p)]
     left = [c for c in cluster.cmdlines().values()
-            if "ActorUnit" in c or "actor.emulator" in c or fleet.learner in c or str(fleet.run) in c]
+            if "ActorUnit" in c or "actor.emulator_process" in c or fleet.learner in c or str(fleet.run) in c]
     assert not left, left
     assert cluster.units() == []
     # no secret key in any log: the run directory, the driver's output, every node's Ray logs

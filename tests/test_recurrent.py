@@ -82,7 +82,7 @@ def test_resume_refuses_a_model_change_and_the_policy_carries_its_state(procs, t
                           "--port", str(free_base_port())], capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "cannot change model 'lstm' -> 'mlp'" in out.stderr + out.stdout
 
-    from learner.policy import load_policy
+    from learner.trained_policy import load_policy
 
     policy = load_policy(run)
     env = policy.make_env(seed=0)

@@ -1,4 +1,4 @@
-"""common/policy.py: the one action sampler of actors, the actor host, evaluation and load_policy;
+"""common/action_sampling.py: the one action sampler of actors, the actor host, evaluation and load_policy;
 actor/rollout.py's RolloutBuilder (pure functions, no processes)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from actor.rollout import RolloutBuilder
+from common.action_sampling import action_probs, sample_action, sample_actions
 from common.framestack import rebuild_stacks
-from common.policy import action_probs, sample_action, sample_actions
 
 
 def test_sampled_actions_follow_the_softmax_and_repeat_with_the_seed():

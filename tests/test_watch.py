@@ -273,7 +273,7 @@ def test_run_info_of_a_resumed_run_keeps_the_earlier_sessions(tmp_path):
 
 
 def test_only_the_newest_evaluation_gifs_are_kept(tmp_path):
-    from learner.eval_loop import KEEP_GIFS, EvalLoop
+    from learner.periodic_eval import KEEP_GIFS, EvalLoop
 
     loop = EvalLoop(tmp_path, interval_min=1.0, max_steps=10, record=lambda row: None)
     loop.dir.mkdir()

@@ -16,7 +16,7 @@ from common.protocol import ProtocolError, RolloutSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERIC = ["common/protocol.py", "actor/rollout.py", "actor/host.py", "actor/client.py", "actor/link.py",
-           "learner/server.py", "learner/metrics.py", "learner/eval_loop.py"]
+           "learner/server.py", "learner/metrics.py", "learner/periodic_eval.py"]
 TWO_PLAYER_WORDS = re.compile(r"connectx|two_player|two-player|league|opponent|snapshot_|seat", re.I)
 
 

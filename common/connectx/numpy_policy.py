@@ -13,7 +13,7 @@ import numpy as np
 from common.connectx.features import legal_mask, planes
 from common.connectx.game import Game
 
-MASK_LOGIT = -1e9  # the value of common.policy.MASK_LOGIT (the export cannot import it)
+MASK_LOGIT = -1e9  # the value of common.action_sampling.MASK_LOGIT (the export cannot import it)
 
 
 def _conv3x3(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.action_sampling import mask_logits
 from common.connectx.features import legal_mask, planes
 from common.connectx.game import COLUMNS, TOP_CELL
 from common.connectx.league import SELF
 from common.connectx.negamax import Negamax, immediate_win
 from common.model import build_model, load_numpy_state
-from common.policy import mask_logits
 
 
 class Opponent(Protocol):

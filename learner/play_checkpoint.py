@@ -1,6 +1,6 @@
 """`learner evaluate RUN_DIR`: play a checkpoint without a learner or actors, optionally to a video.
 
-The policy is `learner.policy.load_policy`'s: it acts exactly as an actor's does (same env
+The policy is `learner.trained_policy.load_policy`'s: it acts exactly as an actor's does (same env
 pipeline, same frame stack, actions sampled from the softmax with a seeded numpy Generator, or
 the argmax with ``greedy``). Returns are the
 raw game score: rewards are never clipped here, and an ``info['raw_reward']`` wins if the env
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from common.families import family_for
-from learner.policy import PolicyError, load_policy
+from learner.trained_policy import PolicyError, load_policy
 
 log = logging.getLogger("learner")
 

@@ -1,6 +1,6 @@
 """Load a trained policy and act with it, outside the learner:
 
-    from learner.policy import load_policy
+    from learner.trained_policy import load_policy
 
     policy = load_policy("runs/cartpole")          # a run directory or a ckpt_N.pt file
     env = policy.make_env(seed=0)                   # the env with training's preprocessing
@@ -26,10 +26,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from common.action_sampling import action_probs, sample_action
 from common.config import FIELDS, Config, ConfigError
 from common.framestack import FrameStack
 from common.model import build_model
-from common.policy import action_probs, sample_action
 from learner import checkpoint as ckpt_mod
 
 log = logging.getLogger("learner")

@@ -1,6 +1,6 @@
 """An actor host's emulator process: steps one environment and preprocesses, nothing else.
 
-    python -m actor.emulator '<json spec>'    (started by actor.emulators.EmulatorPool)
+    python -m actor.emulator_process '<json spec>'    (started by actor.emulator_pool.EmulatorPool)
 
 It loads no policy and no torch: it waits on its act pipe, takes the action from its shared
 slot, steps the env (resetting it at an episode's end), writes the result into the slot and

@@ -1,6 +1,6 @@
 """The emulator processes of an actor host: start, restart, hand out turns, watch, stop.
 
-Each slot runs `python -m actor.emulator` (one environment, no policy) with three file
+Each slot runs `python -m actor.emulator_process` (one environment, no policy) with three file
 descriptors passed down: the shared slots (memfd), its own act pipe and the shared ready pipe.
 A slot whose process dies can be started again (a new generation); turns of the old process
 still in the ready pipe are ignored.
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from common.runspec import RunSpec
 
 log = logging.getLogger("actor")
-EMULATOR_NICE = 3  # emulators run this much nicer than their host (see actor.emulator.yield_to_the_host)
+EMULATOR_NICE = 3  # emulators run this much nicer than their host (see actor.emulator_process.yield_to_the_host)
 
 
 @dataclass
@@ -68,7 +68,7 @@ class EmulatorPool:
                 "run": self.run, "nice": self.nice, "sched_batch": self.sched_batch,
                 "shm_fd": self.slots.fd, "act_fd": act_r, "ready_fd": self._ready_w}
         try:
-            s.proc = subprocess.Popen([self.python, "-m", "actor.emulator", json.dumps(spec)],
+            s.proc = subprocess.Popen([self.python, "-m", "actor.emulator_process", json.dumps(spec)],
                                       pass_fds=(self.slots.fd, act_r, self._ready_w))
         finally:
             os.close(act_r)  # the child holds it now; our write end then fails once it is gone

@@ -1,0 +1,48 @@
+"""What a run directory says: metrics.jsonl and actors.jsonl rows, and what a finished run reached."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def last_metrics(run_dir: Path) -> dict:
+    rows = read_metrics(run_dir)
+    return rows[-1] if rows else {}
+
+
+def read_actors(run_dir: Path) -> list[dict]:
+    path = run_dir / "actors.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def pipeline_result(run_dir: Path) -> dict:
+    """What a finished run reached: from its learner.log's --stop-at-return line and metrics.jsonl."""
+    text = (run_dir / "learner.log").read_text()
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    m = re.search(r"reached --stop-at-return \S+: mean of the last \d+ episodes (\S+) at ([\d,]+) steps, ([\d.]+) s",
+                  text)
+    return {
+        "solved": m is not None,
+        "steps": int(m.group(2).replace(",", "")) if m else rows[-1]["steps"],
+        "seconds": float(m.group(3)) if m else rows[-1]["wall_s"],
+        "final_mean_return": float(m.group(1)) if m else rows[-1]["mean_return"],
+        "best_mean_return": max((r["mean_return"] for r in rows if r["mean_return"] is not None), default=None),
+        "updates": rows[-1]["updates"],
+        "policy_lag_mean": _mean([r["policy_lag_mean"] for r in rows if r["policy_lag_mean"] is not None]),
+        "policy_lag_max": max([r["policy_lag_max"] for r in rows if r["policy_lag_max"] is not None], default=None),
+    }
+
+
+def _mean(xs: list[float]) -> float | None:
+    return round(sum(xs) / len(xs), 3) if xs else None
