@@ -8,7 +8,8 @@ import torch
 
 from common.agent import CELL_BOUND
 from common.config import Config, ConfigError
-from common.model import build_model, env_model_spec, model_spec
+from common.model import build_model, model_spec
+from common.runspec import RunSpec
 
 SPECS = {
     "lstm-mlp": model_spec((4,), 1, 3, 16, "lstm", 8),
@@ -85,8 +86,8 @@ def test_model_choice():
         model_spec((4,), 1, 2, 16, "cnn")
     with pytest.raises(ConfigError, match="model must be one of"):
         Config(model="gru")
-    _, spec = env_model_spec(Config(env="CartPole-v1", model="lstm", lstm_hidden=32))
-    assert spec["kind"] == "lstm" and spec["lstm_hidden"] == 32
+    spec = RunSpec.from_config(Config(env="CartPole-v1", model="lstm", lstm_hidden=32)).model
+    assert spec.kind == "lstm" and spec.option("lstm_hidden") == 32
 
 
 def test_learner_unroll_reproduces_the_actors_policy():
