@@ -17,7 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.conftest import free_base_port
+from testkit.processes import free_base_port
 
 # CleanRL ppo_atari.py benchmark, docs.cleanrl.dev/rl-algorithms/ppo/#ppo_ataripy ("Experiment
 # results", mean +- std over 3 seeds of the average episodic return at the end of training).
