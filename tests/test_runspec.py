@@ -22,7 +22,7 @@ def over_the_wire(spec: RunSpec) -> RunSpec:
     return RunSpec.from_wire(protocol.decode(buf)["settings"])
 
 
-@pytest.mark.parametrize("env", ["CartPole-v1", "Airstriker-Genesis-v0", "connectx"])
+@pytest.mark.parametrize("env", ["CartPole-v1", "Airstriker-Genesis-v0", "connectx", "ALE/Pong-v5"])
 def test_round_trips_over_the_wire(env):
     spec = RunSpec.from_config(Config(env=env, unroll_length=24, mode="sync", sync_timeout=3.0))
     got = over_the_wire(spec)
@@ -170,3 +170,13 @@ def test_a_recurrent_model_round_trips_with_its_state_bounds():
     assert s.model.kind == "lstm" and s.model.option("encoder") == "mlp" and s.model.option("lstm_hidden") == 16
     assert s.rollout.state_shape == (2, 16) and len(s.rollout.state_bound) == 2
     build_model(s.model.as_dict())
+
+
+def test_a_familys_own_settings_and_lives_travel_too():
+    s = over_the_wire(RunSpec.from_config(Config(env="ALE/Pong-v5", repeat_action_probability=0.0)))
+    assert dict(s.env.extra) == {"repeat_action_probability": 0.0} and s.env_kwargs["repeat_action_probability"] == 0.0
+    assert s.bounds.lives and s.rollout.lives
+    wire = s.to_wire()
+    wire["env"]["extra"]["repeat_action_probability"] = math.inf
+    with pytest.raises(ProtocolError, match="env.extra"):
+        RunSpec.from_wire(wire)
