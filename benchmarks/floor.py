@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench_parts import ENV, SKIP, _timed, run_part
-from tests.conftest import free_base_port
+from testkit.processes import free_base_port
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = {  # seconds per measurement
