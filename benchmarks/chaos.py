@@ -53,7 +53,9 @@ from benchmarks.chaos_fleet import Fleet, Partition, Sampler, SmallDisk, last_ro
 from common import protocol
 from learner import checkpoint
 from testkit.floods import HelloFlood
-from tests.conftest import cartpole_rollout, free_base_port, read_actors
+from testkit.processes import free_base_port
+from testkit.rollouts import cartpole_rollout
+from testkit.run_files import read_actors
 
 FAULTS = ("kill_emulator", "kill_host", "kill_actor", "stop_actor", "kill_learner", "partition",
           "hello_flood", "forged", "full_disk")

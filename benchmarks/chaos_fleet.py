@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.conftest import BIN
+from testkit.processes import BIN
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 

@@ -44,7 +44,7 @@ def test_what_the_config_says_is_read_by_attribute():
                             "action_set": "default"}
     r = s.rollout
     assert (r.frame_shape, r.frame_dtype, r.frame_skip, r.max_episode_steps) == ((64, 64), "uint8", 3, 1000)
-    assert not s.two_player and not s.bounds.action_mask
+    assert not s.bounds.episode_extras and not s.bounds.action_mask
 
 
 def test_gym_envs_skip_no_frames_and_keep_their_registered_limit():
@@ -54,9 +54,10 @@ def test_gym_envs_skip_no_frames_and_keep_their_registered_limit():
     assert s.model.kind == "mlp" and s.model.option("hidden") == Config().hidden_size
 
 
-def test_two_player_games_say_so_in_generic_flags_and_their_model_builds():
+def test_two_player_games_say_so_in_generic_fields_and_their_model_builds():
     s = over_the_wire(RunSpec.from_config(Config(env="connectx", board_channels=8, board_blocks=1)))
-    assert s.two_player and s.bounds.action_mask and s.rollout.two_player and s.rollout.action_mask
+    assert s.bounds.episode_extras and s.bounds.action_mask and s.rollout.action_mask
+    assert s.rollout.episode_extras == s.bounds.episode_extras
     assert (s.model.option("channels"), s.model.option("blocks")) == (8, 1)
     build_model(s.model.as_dict())  # the options the actor got are the ones the model needs
 
@@ -123,7 +124,8 @@ HOSTILE = [
     ("bounds.frame_dtype", "object"),
     ("bounds.max_abs_reward", math.inf),
     ("bounds.max_abs_reward", -1.0),
-    ("bounds.two_player", "yes"),
+    ("bounds.episode_extras", "Two Player!"),
+    ("bounds.episode_extras", True),
     ("mode", "turbo"),
     ("max_message_bytes", 1 << 40),
     ("max_message_bytes", 0),
