@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.conftest import run_pipeline
+from testkit.processes import run_pipeline
 
 VARIANTS = ("none", "epsilon", "adaptive")
 
