@@ -182,3 +182,15 @@ def test_a_familys_own_settings_and_lives_travel_too():
     wire["env"]["extra"]["repeat_action_probability"] = math.inf
     with pytest.raises(ProtocolError, match="env.extra"):
         RunSpec.from_wire(wire)
+
+
+def test_adaptive_exploration_travels_and_its_arms_are_checked():
+    s = over_the_wire(RunSpec.from_config(Config(env="CartPole-v1", exploration="adaptive")))
+    assert s.exploration is not None and s.exploration.arms == Config(exploration="adaptive").arms()
+    assert s.rollout.n_arms == len(s.exploration.arms)
+    assert RunSpec.from_config(Config(env="CartPole-v1")).exploration is None
+    for bad in ([], [1.5], ["0.1"], [math.nan]):
+        wire = s.to_wire()
+        wire["exploration"]["arms"] = bad
+        with pytest.raises(ProtocolError, match="exploration.arms"):
+            RunSpec.from_wire(wire)
