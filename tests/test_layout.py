@@ -55,8 +55,7 @@ def test_testkit_is_no_part_of_the_installed_system():
     assert not (ROOT / "fleet" / "localcluster.py").exists(), "the root-only Ray harness is a test helper"
 
 
-# actor/opponents.py moves into common/connectx/ (the two-player wing, issue 16); until then both exist
-SHARED_STEMS = {"__init__", "__main__", "opponents"}
+SHARED_STEMS = {"__init__", "__main__"}  # every package has its own
 
 
 def test_no_two_modules_are_named_alike_for_different_jobs():
