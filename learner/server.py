@@ -288,10 +288,10 @@ class Learner:
             ctx.term()
         path = await self.checkpoint()  # the single worker thread finishes an update in flight first
         self.worker.shutdown()
-        self.report()
-        self.life.console.close()
         if self.life.reached_end and self.cfg.eval_interval and path is not None:
             await self.evals.run_once(path, "final", self.life.eval_counters())
+        self.report()  # after the final evaluation, so its result reaches metrics.jsonl too
+        self.life.console.close()
         self.metrics.close()
         self.gateway.close()
         log.info("final checkpoint %s", path)
