@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from testkit.processes import free_base_port
+from testkit.run_files import read_metrics
 
 # CleanRL ppo_atari.py benchmark, docs.cleanrl.dev/rl-algorithms/ppo/#ppo_ataripy ("Experiment
 # results", mean +- std over 3 seeds of the average episodic return at the end of training).
@@ -63,8 +64,7 @@ def run(args: argparse.Namespace) -> Path:
 
 def curve(run_dir: Path, out: Path, env_id: str) -> dict:
     """atari_curve.csv and .png from a run's metrics.jsonl; the figures at 2, 5 and 10M frames."""
-    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    rows = [r for r in rows if r["mean_return"] is not None]
+    rows = [r for r in read_metrics(run_dir) if r["mean_return"] is not None]
     with open(out / "atari_curve.csv", "w") as fh:
         fh.write("frames,wall_s,mean_return_last_20_games,episodes,updates\n")
         for r in rows:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from benchmarks import bench_atari
 from testkit.processes import free_base_port, run_pipeline
-from testkit.run_files import pipeline_result
+from testkit.run_files import pipeline_result, read_metrics
 
 
 def cartpole(args: argparse.Namespace) -> None:
@@ -145,8 +145,7 @@ def random_baseline(env_id: str, episodes: int, seed: int = 0) -> float:
 
 def curve(run_dir: Path, baseline: float | None) -> None:
     """learning_curve.csv and .png from a run's metrics.jsonl."""
-    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    rows = [r for r in rows if r["mean_return"] is not None]
+    rows = [r for r in read_metrics(run_dir) if r["mean_return"] is not None]
     with open(run_dir / "learning_curve.csv", "w") as fh:
         fh.write("frames,wall_s,mean_return,episodes,updates\n")
         for r in rows:

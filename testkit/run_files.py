@@ -7,11 +7,14 @@ import re
 from pathlib import Path
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
+def _read_jsonl(path: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return _read_jsonl(run_dir / "metrics.jsonl")
 
 
 def last_metrics(run_dir: Path) -> dict:
@@ -20,10 +23,7 @@ def last_metrics(run_dir: Path) -> dict:
 
 
 def read_actors(run_dir: Path) -> list[dict]:
-    path = run_dir / "actors.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return _read_jsonl(run_dir / "actors.jsonl")
 
 
 def pipeline_result(run_dir: Path) -> dict:
