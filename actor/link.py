@@ -355,6 +355,11 @@ class LearnerLink:
                 newest = buf
         if newest is None:
             return False
+        head = protocol.peek_weights(newest)
+        if (head is not None and self.state is not State.LOST and head[1] == self.welcome.session
+                and head[0] <= self.version):
+            self.weights_seen_at = time.monotonic()  # a republish of what we hold: no decode
+            return False
         try:
             msg = protocol.decode(newest, max_bytes=self.max_bytes)
             if msg.get("kind") != "weights" or not isinstance(msg.get("session"), str):

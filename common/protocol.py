@@ -585,6 +585,30 @@ def validate_weights(msg: dict[str, Any], expected: dict[str, tuple[tuple[int, .
     return unpack_params(msg, expected)
 
 
+def peek_weights(buf: bytes) -> tuple[int, str] | None:
+    """(version, session) of a weights message, read from its first bytes without decoding its
+    parameters (None when the head is not that of a well-formed weights message). An actor sees
+    the same version republished every few seconds; this lets it skip the 6.7 MB decode."""
+    head = msgpack.Unpacker(raw=False, max_buffer_size=256, max_str_len=128, max_bin_len=0,
+                            max_array_len=0, max_map_len=0, max_ext_len=0, strict_map_key=True)
+    head.feed(buf[:256])
+    try:
+        n = head.read_map_header()
+        keys, pairs = [], {}
+        for _ in range(min(n, 5)):
+            keys.append(head.unpack())
+            pairs[keys[-1]] = head.unpack()
+    except Exception:  # msgpack raises several unrelated types on a cut or odd head
+        return None
+    if keys[:2] != ["v", "kind"]:  # as decode: v and kind open every message
+        return None
+    version, session = pairs.get("version"), pairs.get("session")
+    if (pairs.get("v") != PROTOCOL_VERSION or pairs.get("kind") != "weights"
+            or type(version) is not int or not isinstance(session, str)):
+        return None
+    return version, session
+
+
 def unpack_params(msg: dict[str, Any], expected: dict[str, tuple[tuple[int, ...], str]]) -> dict[str, np.ndarray]:
     params = msg.get("params")
     if not isinstance(params, dict) or set(params) != set(expected):

@@ -39,3 +39,76 @@ def test_a_learner_that_forgot_the_actor_makes_it_join_again_with_its_id(procs, 
             assert time.monotonic() < deadline + 30, "no rollout after the rejoin"
     finally:
         learner.close()
+
+
+def test_a_republish_of_the_version_held_is_not_decoded(monkeypatch):
+    """Weights are republished every few seconds; an actor reads the version from the message's
+    head and decodes the 6.7 MB body only when it is newer (issue 19's profile: 4.8 % of an
+    actor's samples went to decoding republishes). Real sockets, the actor's own link."""
+    import threading
+
+    from actor.link import LearnerLink
+
+    port = free_base_port()
+    settings = actor_settings(Config(env="CartPole-v1", publish_interval=0.5))
+    model = build_model(settings["model"])
+    state, sh = state_to_numpy(model), spec_hash(settings["model"])
+    learner = ScriptedLearner(port, settings, protocol.encode_weights(state, version=3, spec_hash=sh,
+                                                                      session="scripted"))
+    link = LearnerLink(f"tcp://127.0.0.1:{port}")
+    decoded: list[int] = []
+    real_decode = protocol.decode
+
+    def counting_decode(buf, **kw):
+        msg = real_decode(buf, **kw)
+        if msg.get("kind") == "weights":
+            decoded.append(msg["version"])
+        return msg
+
+    monkeypatch.setattr(protocol, "decode", counting_decode)
+    try:
+        t = threading.Thread(target=learner.welcome_next_hello, daemon=True)
+        t.start()
+        link.join()
+        t.join(10)
+        link.open_data_links(model)
+
+        def publish_until(pred, what):
+            deadline = time.monotonic() + 20
+            while not pred():
+                learner.publish()
+                assert time.monotonic() < deadline, what
+
+        publish_until(lambda: link.poll_weights(model, timeout_ms=200), "weights v3 never adopted")
+        assert link.version == 3 and decoded == [3]
+        for _ in range(5):  # republishes of v3: seen (liveness) but not decoded
+            before = link.weights_seen_at
+            learner.publish()
+            wait_for(lambda: link.sub.poll(50), 10, "the republish")
+            assert link.poll_weights(model, timeout_ms=200) is False
+            assert link.weights_seen_at > before
+        assert decoded == [3], "a republish of the version held was decoded"
+        learner.weights = protocol.encode_weights(state, version=4, spec_hash=sh, session="scripted")
+        publish_until(lambda: link.poll_weights(model, timeout_ms=200), "weights v4 never adopted")
+        assert link.version == 4 and decoded[-1] == 4
+    finally:
+        link.close()
+        learner.close()
+
+
+def test_peek_weights_reads_the_head_and_refuses_hostile_heads():
+    state = {"w": __import__("numpy").zeros((2, 3), "float32")}
+    buf = protocol.encode_weights(state, version=7, spec_hash="h", session="s1")
+    assert protocol.peek_weights(buf) == (7, "s1")
+    import msgpack
+    for hostile in (
+        protocol.encode("weights", version="7", spec_hash="h", session="s1", params={}),
+        protocol.encode("weights", version=7.0, spec_hash="h", session="s1", params={}),
+        protocol.encode("weights", version=True, spec_hash="h", session="s1", params={}),
+        protocol.encode("weights", version=7, spec_hash="h", session=12, params={}),
+        protocol.encode("weights", params={"w": b"x" * 300}, version=7, spec_hash="h", session="s1"),
+        protocol.encode("welcome", version=7, spec_hash="h", session="s1"),
+        msgpack.packb({"kind": "weights", "v": protocol.PROTOCOL_VERSION, "version": 7, "session": "s1"}),
+        buf[:6], b"", b"\xc1" * 40,
+    ):
+        assert protocol.peek_weights(hostile) is None, hostile[:40]
