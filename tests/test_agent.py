@@ -73,6 +73,53 @@ def test_lstm_state_stays_within_its_bound():
     assert state[0, 1].abs().max() == pytest.approx(CELL_BOUND)
 
 
+def test_native_unroll_equals_the_step_loop_with_gradients():
+    """The learner's unroll runs torch's LSTM between resets; its logits, values, states and
+    gradients equal the exact per-step loop (the `_cell` the actor steps)."""
+    torch.manual_seed(0)
+    model = build_model(SPECS["lstm-mlp"]).train()
+    T, B, g = 40, 3, torch.Generator().manual_seed(2)
+    obs = _obs(SPECS["lstm-mlp"], T, B, g)
+    dones = torch.zeros(T, B, dtype=torch.bool)
+    dones[0, 1] = dones[9, 0] = dones[9, 2] = dones[30, 1] = True
+    state0 = torch.rand(B, *model.state_shape, generator=g) - 0.5
+    x = model.encoder(obs.flatten(0, 1)).view(T, B, -1)
+    native = model._unroll_native(x, state0, dones)
+    assert native is not None, "no clamp acts here: the native path must run"
+    steps = model._unroll_steps(x, state0, dones)
+    grads = []
+    for out in (native, steps):
+        model.zero_grad()
+        (out[0].square().sum() + out[1].sum()).backward(retain_graph=True)
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(native, steps):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_unroll_steps_exactly_where_the_clamp_acts():
+    """A cell state that reaches the bound: the native path declines, and unroll equals the
+    actor's clamped step loop."""
+    model = build_model(SPECS["lstm-mlp"]).eval()
+    with torch.no_grad():
+        for p in model.cell.parameters():
+            p.fill_(5.0)  # c grows by about 1 a step
+        T, B = 30, 2
+        obs = torch.ones(T, B, 4)
+        dones = torch.zeros(T, B, dtype=torch.bool)
+        state0 = torch.zeros(B, *model.state_shape)
+        state0[:, 1] = CELL_BOUND - 10  # reaches the bound after about 10 steps
+        x = model.encoder(obs.flatten(0, 1)).view(T, B, -1)
+        assert model._unroll_native(x, state0, dones) is None
+        logits_u, _, states_u = model.unroll(obs, state0, dones)
+        state = state0
+        for t in range(T):
+            logits, _, state = model.step(obs[t], state, dones[t])
+            torch.testing.assert_close(logits, logits_u[t])
+        assert states_u[:, :, 1].abs().max() == pytest.approx(CELL_BOUND)
+
+
 def test_feed_forward_state_is_empty():
     model = build_model(SPECS["mlp"])
     assert not model.recurrent and model.initial_state(5).shape == (5, 0)
