@@ -10,6 +10,12 @@ Floods (tests/floods.py): 50 DEALER sockets sending hellos; 1,100 half-open TCP 
 (with the learner's default fd limit, and with a hard limit of 1,024 so that it runs out);
 msgpack object bombs as large as the rollout socket admits; forged rollouts (well-formed,
 actor id 0, a wrong token). Writes flood.json and flood.md to --out.
+
+    python -m benchmarks.flood --drain --env CartPole-v1 --seconds 5    # a hello flood's backlog
+
+`--drain`: a learner with no actors, a hello flood of `--seconds`, then how long the learner
+takes to drop what the flood left in its sockets' kernel buffers (its `rate_limited` counter
+standing still for 3 s), and the rate it dropped them at. Writes drain.json.
 """
 
 from __future__ import annotations
@@ -117,15 +123,50 @@ def measure(kind: str, env_id: str, seconds: float, out: Path) -> dict[str, Any]
         stop_processes(procs)
 
 
+def drain(env_id: str, seconds: float, out: Path) -> dict[str, Any]:
+    run, port = out / "drain_run", free_base_port()
+    learner = _start([str(BIN / "learner"), "--env", env_id, "--port", str(port), "--run-dir", str(run),
+                      "--report-interval", "1", "--overwrite"], out / "drain_learner.log")
+    try:
+        deadline = time.monotonic() + 120
+        while not last_metrics(run):
+            assert time.monotonic() < deadline, "the learner never reported"
+            time.sleep(0.5)
+        flood = HelloFlood(port)
+        flood.start()
+        time.sleep(seconds)
+        flood.stop()
+        ended = time.monotonic()
+        at_end = last_metrics(run)["rate_limited"]
+        seen = [at_end]
+        while time.monotonic() - ended < 600:
+            time.sleep(1)
+            seen.append(last_metrics(run)["rate_limited"])
+            if len(seen) > 3 and seen[-1] == seen[-4]:
+                break
+        drain_s = time.monotonic() - ended - 3
+        return {"flood_s": seconds, "sent": flood.sent, "dropped": seen[-1], "dropped_during_flood": at_end,
+                "backlog": seen[-1] - at_end, "drain_s": round(drain_s, 1),
+                "drop_rate_per_s": round((seen[-1] - at_end) / max(drain_s, 1e-3)), "alive": learner.poll() is None}
+    finally:
+        stop_processes([learner])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.flood", description=__doc__.split("\n")[0])
     p.add_argument("--env", default="Airstriker-Genesis-v0")
     p.add_argument("--seconds", type=float, default=30, help="length of each flood")
     p.add_argument("--only", default=",".join(FLOODS), help=f"comma-separated subset of {','.join(FLOODS)}")
     p.add_argument("--out", default="bench_out/flood")
+    p.add_argument("--drain", action="store_true", help="how long a hello flood's backlog takes to drop")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.drain:
+        r = drain(args.env, args.seconds, out)
+        (out / "drain.json").write_text(json.dumps(r, indent=1))
+        print(json.dumps(r), flush=True)
+        return 0 if r["alive"] else 1
     results = []
     for kind in args.only.split(","):
         r = measure(kind, args.env, args.seconds, out)

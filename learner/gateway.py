@@ -149,27 +149,41 @@ class Gateway:
         return None, False
 
     async def control_task(self, sock: zmq.asyncio.Socket, on_join: Callable[[], None]) -> None:
-        """Answer hellos and heartbeats; `on_join` after each welcome."""
-        turn = time.monotonic()
+        """Answer hellos and heartbeats; `on_join` after each welcome.
+
+        After each awaited message, what is already queued is read without a round through the
+        event loop (a flood's backlog, held in kernel buffers after its sockets closed, is
+        dropped at the rate limits' own cost, not an await's), for at most YIELD_S at a time."""
+        queued = zmq.Socket.shadow(sock.underlying)
         while True:
             frames = await sock.recv_multipart(copy=False)
-            now = time.monotonic()
-            if now - turn > YIELD_S:  # a backlog of control messages must not starve the other tasks
-                await asyncio.sleep(0)
-                turn = now
-            if len(frames) != 2:
-                self.reject("control message with %d frames", len(frames))
-                continue
-            peer, body = frames[0].bytes, frames[1]
-            if not self.registry.admit(peer, now):
-                self.refuse_log("control messages over the rate limits dropped (%d so far)",
-                                self.registry.rate_limited)
-                continue
-            reply, joined = self._answer(peer, body, now)
-            if reply is not None:
-                await sock.send_multipart([peer, reply])
-                if joined:
-                    on_join()
+            turn = time.monotonic()
+            while frames is not None:
+                reply = self._control(frames, turn)
+                if reply is not None:
+                    await sock.send_multipart(reply[:2])
+                    if reply[2]:
+                        on_join()
+                if time.monotonic() - turn > YIELD_S:  # a backlog must not starve the other tasks
+                    await asyncio.sleep(0)
+                    turn = time.monotonic()
+                try:
+                    frames = queued.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    frames = None
+
+    def _control(self, frames: list[zmq.Frame], now: float) -> tuple[bytes, bytes, bool] | None:
+        """(peer, reply, joined) for one control message; None when it gets no reply."""
+        if len(frames) != 2:
+            self.reject("control message with %d frames", len(frames))
+            return None
+        peer, body = frames[0].bytes, frames[1]
+        if not self.registry.admit(peer, now):
+            self.refuse_log("control messages over the rate limits dropped (%d so far)",
+                            self.registry.rate_limited)
+            return None
+        reply, joined = self._answer(peer, body, now)
+        return None if reply is None else (peer, reply, joined)
 
     async def authorized_task(self, auth: Any) -> None:
         """Admit actor keys added to authorized/ while the learner runs (`learner keygen DIR
