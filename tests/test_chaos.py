@@ -62,9 +62,9 @@ def test_short_chaos_run_loses_nothing_and_heals(tmp_path):
     _needs_root()
     out = tmp_path / "chaos"
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.chaos", "--minutes", "2", "--env", "CartPole-v1", "--out", str(out),
-         "--seed", "3", "--faults", ",".join(FAULTS), "--warmup", "20", "--save-interval", "5",
-         "--min-gap", "2", "--max-gap", "6", "--partition-s", "10"],
+        [sys.executable, "-m", "benchmarks.chaos", "--minutes", "1", "--env", "CartPole-v1", "--out", str(out),
+         "--seed", "3", "--faults", ",".join(FAULTS), "--warmup", "20", "--save-interval", "2",
+         "--min-gap", "1", "--max-gap", "3", "--partition-s", "8"],
         cwd=ROOT, capture_output=True, text=True, timeout=900)
     report = out / "chaos.json"
     assert report.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]

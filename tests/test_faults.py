@@ -399,7 +399,8 @@ def test_actors_blocked_longer_than_the_timeout_still_count(procs, tmp_path):
     keep them counted (without them `actors` would drop to 0 during every update)."""
     port = free_base_port()
     run = tmp_path / "run"
-    procs.learner(*CARTPOLE, "--batch-size", "64", "--update-delay", "9",
+    # an update 1.5 times the actor timeout (heartbeats every 2 s): 6 s against 4 s
+    procs.learner(*CARTPOLE, "--batch-size", "64", "--update-delay", "6", "--actor-timeout", "4",
                   port=port, run_dir=run)
     procs.actor(port, "a0")
     procs.actor(port, "a1")

@@ -1,5 +1,5 @@
 """A remote run over two network hosts: the learner in one network namespace, the actors in
-another, joined by a veth pair (10.231.0.1/24 <-> 10.231.0.2/24); then a 20 s partition.
+another, joined by a veth pair (10.231.0.1/24 <-> 10.231.0.2/24); then a 15 s partition.
 
 Needs root and the `ip` command (iproute2); skipped otherwise. The namespaces and the veth pair
 are this test's own and are always deleted at teardown.
@@ -96,14 +96,14 @@ def test_remote_actors_over_veth_survive_a_partition(two_hosts, procs, tmp_path)
     assert peers == {ACTOR_ADDR}, peers
     assert "without CURVE" in log.read_text()  # bound beyond loopback without keys
 
-    # Partition: the actors' side of the link goes down for 20 s.
+    # Partition: the actors' side of the link goes down for 15 s (2.5 actor timeouts).
     _ip("-n", ns_a, "link", "set", dev_a, "down")
     down_at = time.monotonic()
     wait_for(lambda: last_metrics(run)["actors"] == 0, 15, "the learner sees the actors go")
     gone_after = time.monotonic() - down_at
     time.sleep(3)
     frames_cut = _frames(run)
-    time.sleep(max(0.0, 20 - (time.monotonic() - down_at)))
+    time.sleep(max(0.0, 15 - (time.monotonic() - down_at)))
     assert _frames(run) == frames_cut, "nothing flows during the partition"
     assert learner.poll() is None and all(a.poll() is None for a in actors)
     _ip("-n", ns_a, "link", "set", dev_a, "up")
@@ -115,7 +115,7 @@ def test_remote_actors_over_veth_survive_a_partition(two_hosts, procs, tmp_path)
     u0 = last_metrics(run)["updates"]
     wait_for(lambda: last_metrics(run)["updates"] >= u0 + 5, 60, "updates after the partition")
     rows = read_metrics(run)
-    print(f"\nFAULT partition 20 s: learner saw actors gone after {gone_after:.1f} s; frames again "
+    print(f"\nFAULT partition 15 s: learner saw actors gone after {gone_after:.1f} s; frames again "
           f"{flowing_after:.1f} s after the link came up, both actors counted after "
           f"{counted_after:.1f} s; rejected {rows[-1]['rejected_messages']}", flush=True)
     assert flowing_after <= 10, f"frames flowed again only after {flowing_after:.1f} s"
