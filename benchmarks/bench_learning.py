@@ -190,6 +190,16 @@ def raw_emulator_fps(seconds: float = 10.0) -> float:
     return run_part("raw", "--seconds", str(seconds))["frames_per_s"]
 
 
+def window_fps(run_dir: Path, seconds: float) -> tuple[float, dict, dict]:
+    """Frames/s between the metrics rows `seconds` apart that end 10 s before the run's last row
+    (the run was stopped 10 s after its window); (fps, first row, last row)."""
+    rows = read_metrics(run_dir)
+    t_end = rows[-1]["wall_s"]
+    first = next(r for r in rows if r["wall_s"] >= t_end - seconds - 10)
+    last = [r for r in rows if r["wall_s"] <= first["wall_s"] + seconds][-1]
+    return (last["frames"] - first["frames"]) / (last["wall_s"] - first["wall_s"]), first, last
+
+
 def launch_fps(args: argparse.Namespace) -> None:
     """./launch.sh N on Airstriker for warm-up + S seconds; frames/s over the measured window."""
     root = Path(__file__).resolve().parents[1]
@@ -204,11 +214,7 @@ def launch_fps(args: argparse.Namespace) -> None:
         os.killpg(p.pid, signal.SIGINT)
         p.wait(30)
         raw = (raw_before + raw_emulator_fps()) / 2  # the machine is noisy: bracket the run
-        rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-        t_end = rows[-1]["wall_s"]
-        first = next(r for r in rows if r["wall_s"] >= t_end - args.seconds - 10)
-        last = [r for r in rows if r["wall_s"] <= first["wall_s"] + args.seconds][-1]
-        fps = (last["frames"] - first["frames"]) / (last["wall_s"] - first["wall_s"])
+        fps, first, last = window_fps(run_dir, args.seconds)
         split = re.findall(r"per step: (.*)", (run_dir / "actor_0.log").read_text())
         r = {"actors": n, "raw_emulator_fps": round(raw, 1), "fps": round(fps, 1),
              "fps_per_actor": round(fps / n, 1),
