@@ -14,8 +14,9 @@ from pathlib import Path
 import zmq
 
 CONTROL, ROLLOUTS, WEIGHTS = 0, 1, 2
-# Small queues: a slow learner holds actors back instead of letting memory pile up.
-ROLLOUT_HWM = 4
+# Small queues: a slow learner holds actors back instead of letting memory pile up (or the
+# data grow old: every rollout queued is policy lag, tests/test_policy_lag.py).
+ROLLOUT_HWM = 2
 WEIGHTS_HWM = 2
 CONNECT_TIMEOUT_MS = 3000
 # A peer that has not finished its ZMTP (and CURVE) greeting after this long is dropped, so
@@ -24,12 +25,13 @@ HANDSHAKE_MS = 10_000
 
 
 def rollout_tcp_buffer(rollout_bytes: int) -> int:
-    """Kernel buffer for rollout sockets: about two messages.
+    """Kernel buffer for rollout sockets: one message at its largest (Linux doubles what is set).
 
     Linux grows TCP buffers to megabytes, which holds thousands of small rollouts in flight
-    and makes the data old (policy lag) before the learner sees it.
+    and makes the data old (policy lag) before the learner sees it; at twice this (and a
+    ZeroMQ queue of 4) a learner-bound CartPole run trained on rollouts 11 updates old.
     """
-    return int(min(max(2 * rollout_bytes, 4096), 4 << 20))
+    return int(min(max(rollout_bytes // 2, 2048), 2 << 20))
 
 
 class TransportError(ValueError):

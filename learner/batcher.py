@@ -120,7 +120,8 @@ class Batcher:
     def __init__(self, rollouts_per_batch: int, max_policy_lag: int, capacity: int | None = None):
         self.rollouts_per_batch = rollouts_per_batch
         self.max_policy_lag = max_policy_lag
-        self.capacity = capacity or 2 * rollouts_per_batch
+        # one batch waiting while one trains: more would only make the data older
+        self.capacity = capacity or rollouts_per_batch
         self.pending: deque[Rollout] = deque()
         self.dropped_stale = 0
 
