@@ -2,7 +2,9 @@
 common.envs): a feed-forward policy cannot solve them, a recurrent one can.
 
 ``retrofleet/CartPoleNoVel-v1``: CartPole-v1 with the two velocities hidden (the observation is
-cart position and pole angle only), 500-step limit as CartPole-v1.
+cart position and pole angle only, each divided by the bound that ends an episode, 2.4 and
+0.2095 rad, so both lie in [-1, 1] while it runs: the velocities the policy must infer are then
+differences of a size a network notices), 500-step limit as CartPole-v1.
 """
 
 from __future__ import annotations
@@ -14,17 +16,19 @@ CARTPOLE_NOVEL = "retrofleet/CartPoleNoVel-v1"
 
 
 class HideVelocities(gym.ObservationWrapper):
-    """CartPole's [x, x_dot, theta, theta_dot] -> [x, theta]."""
+    """CartPole's [x, x_dot, theta, theta_dot] -> [x / 2.4, theta / 0.2095]."""
 
     KEEP = np.array([0, 2])
+    SCALE = np.array([1 / 2.4, 1 / (12 * 2 * np.pi / 360)], np.float32)  # CartPole's termination bounds
 
     def __init__(self, env: gym.Env):
         super().__init__(env)
         space = env.observation_space
-        self.observation_space = gym.spaces.Box(space.low[self.KEEP], space.high[self.KEEP], dtype=np.float32)
+        self.observation_space = gym.spaces.Box(space.low[self.KEEP] * self.SCALE, space.high[self.KEEP] * self.SCALE,
+                                                dtype=np.float32)
 
     def observation(self, observation: np.ndarray) -> np.ndarray:
-        return np.asarray(observation, dtype=np.float32)[self.KEEP]
+        return np.asarray(observation, dtype=np.float32)[self.KEEP] * self.SCALE
 
 
 def make_cartpole_novel(**kwargs) -> gym.Env:
