@@ -33,7 +33,7 @@ from tests.conftest import (
 UNITS = 4  # actors (emulators): as 2 actor hosts of 2, one a node (--emulators-per-host auto)
 PER_HOST = 2
 HOSTS = UNITS // PER_HOST
-HEAD_WAIT_S = 15
+HEAD_WAIT_S = 10
 CARTPOLE = ["--env", "CartPole-v1", "--batch-size", "256", "--report-interval", "0.5"]
 
 
