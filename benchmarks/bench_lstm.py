@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
         dones[args.T // 2, 0] = True
         state0 = torch.zeros(B, *model.state_shape)
 
-        def run(path: str) -> None:
+        def run(path: str, obs=obs, state0=state0, dones=dones, B=B) -> None:
             x = model.encoder(obs.flatten(0, 1)).view(args.T + 1, B, -1)
             logits, values, _ = getattr(model, path)(x, state0, dones)
             (logits.square().sum() + values.sum()).backward()

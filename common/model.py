@@ -156,7 +156,7 @@ class RecurrentNet(Agent):
         cuts = [0, *(dones[1:].bool().any(dim=1).nonzero().flatten() + 1).tolist(), T]
         h, c = state0[:, 0], state0[:, 1]
         hs = []
-        for a, b in zip(cuts[:-1], cuts[1:]):
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
             h, c = h * keep[a], c * keep[a]
             out, h, c = torch.lstm(x[a:b], (h[None], c[None]), params, True, 1, 0.0, self.training, False, False)
             h, c = h[0], c[0]

@@ -92,9 +92,9 @@ def test_native_unroll_equals_the_step_loop_with_gradients():
         model.zero_grad()
         (out[0].square().sum() + out[1].sum()).backward(retain_graph=True)
         grads.append([p.grad.clone() for p in model.parameters()])
-    for a, b in zip(native, steps):
+    for a, b in zip(native, steps, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-    for a, b in zip(*grads):
+    for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 

@@ -5,8 +5,8 @@ real sockets)."""
 
 from __future__ import annotations
 
-from tests.conftest import free_base_port, wait_for
 from testkit.run_files import last_metrics, read_metrics
+from tests.conftest import free_base_port, wait_for
 
 
 def test_a_slow_learner_trains_on_rollouts_a_few_updates_old(procs, tmp_path):
