@@ -6,7 +6,10 @@ policy lag, stale rollouts dropped) and answers the count to run next and why:
 - the learner is starved (stale rollouts dropped, or the mean policy lag above a bound): one
   fewer, and never that many again until the next re-probe;
 - else climb: one more while each step up paid (or the count below was never tried), else one
-  fewer if that was never tried;
+  fewer if that was never tried; below the machine's cores (`cores`), only while the learner is
+  busy (policy lag of `busy_lag` versions or more): when it keeps up with fresher data than that,
+  the actors set the pace and fewer of them on free cores make fewer frames (a probe of 1 actor
+  on 2 cores cost `./launch.sh auto` 30 % of its frames for a window);
 - else go to (or keep) the best count measured, within a tolerance, so noise alone does not move it;
 - every `reprobe` windows at the best, the other counts' figures are forgotten and it climbs again
   (the machine's load and the learner's speed change while training runs).
@@ -46,6 +49,8 @@ class Autoscaler:
     max_lag_mean: float = 5.0  # versions; beyond this the learner falls behind its actors
     tolerance: float = 0.03  # a count must beat another by this share to count as better
     reprobe: int = 10  # windows at the best count before climbing again
+    cores: int | None = None  # below this many, probe fewer only while the learner is busy
+    busy_lag: float = 1.0  # versions of policy lag from which the learner counts as busy
     fps: dict[int, list[float]] = field(default_factory=dict)
     ceiling: int | None = None  # the fewest counts that starved the learner, minus one
     held: int = 0
@@ -78,9 +83,12 @@ class Autoscaler:
         if n + 1 <= top and n + 1 not in self.fps and self._better(n, n - 1):
             self.held = 0
             return Decision(n + 1, f"{now}; trying {n + 1}")
-        if n - 1 >= self.minimum and n - 1 not in self.fps:
-            self.held = 0
-            return Decision(n - 1, f"{now}; trying {n - 1}")
+        if n - 1 >= self.minimum and n - 1 not in self.fps:  # untried below
+            if self.cores is None or n - 1 >= self.cores or w.policy_lag_mean >= self.busy_lag:
+                self.held = 0
+                return Decision(n - 1, f"{now}; trying {n - 1}")
+            now += (f" (the learner keeps up, policy lag {w.policy_lag_mean:.2f}: "
+                    f"fewer than the {self.cores} cores not tried)")
         best = max(self.fps, key=self._mean)
         if best != n and self._better(best, n):
             self.held = 0

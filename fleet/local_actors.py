@@ -112,7 +112,7 @@ def record(run_dir: Path, entry: dict) -> None:
 def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    scaler = Autoscaler(minimum=args.min, maximum=args.max, max_lag_mean=args.max_lag)
+    scaler = Autoscaler(minimum=args.min, maximum=args.max, max_lag_mean=args.max_lag, cores=os.cpu_count())
     actors = LocalActors(args.learner, run_dir, Path(args.curve_dir) if args.curve_dir else None)
     stopping = False
 

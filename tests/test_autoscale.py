@@ -38,6 +38,22 @@ def test_tries_fewer_when_more_did_not_pay():
     assert d.count == 2 and "2 gave 1,000" in d.reason
 
 
+def test_below_the_cores_fewer_are_tried_only_while_the_learner_is_busy():
+    """On 2 cores, 1 actor is worth a window only when the learner is the limit (policy lag of a
+    version or more); while it keeps up, fewer actors on free cores make fewer frames."""
+    s = Autoscaler(minimum=1, maximum=8, cores=2)
+    assert s.decide(_w(2, 1000)).count == 3
+    assert s.decide(_w(3, 900)).count == 2
+    d = s.decide(_w(2, 1000, lag=0.5))
+    assert d.count == 2 and "keeps up" in d.reason and "keeping" in d.reason
+    d = s.decide(_w(2, 1000, lag=1.5))  # the learner became the limit: now it is worth a look
+    assert d.count == 1 and "trying 1" in d.reason
+    s = Autoscaler(minimum=1, maximum=8, cores=2)  # above the cores, fewer are always tried
+    assert s.decide(_w(4, 1000)).count == 5
+    assert s.decide(_w(5, 900)).count == 4
+    assert s.decide(_w(4, 1000, lag=0.2)).count == 3
+
+
 def test_noise_within_tolerance_does_not_move_it():
     s = Autoscaler(minimum=2, maximum=3, tolerance=0.05)
     assert s.decide(_w(2, 1000)).count == 3
