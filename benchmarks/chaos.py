@@ -392,6 +392,10 @@ def report(ch: Chaos, warmup: float, exit_codes: dict[str, int | None], audits: 
 
 
 # ---------------------------------------------------------------------- main
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.chaos", description=__doc__.split("\n")[0])
     p.add_argument("--minutes", type=float, default=10, help="length of both runs")
@@ -436,6 +440,9 @@ def main(argv: list[str] | None = None) -> int:
              "--actor-timeout", str(args.actor_timeout), *args.learner_flag]
     if args.calm_only:
         return calm_only(args, flags)
+    # SIGTERM ends the run as Ctrl-C does: the fleets stopped, the network namespace and the
+    # tmpfs removed (a killed benchmark left both behind)
+    signal.signal(signal.SIGTERM, _interrupt)
     tag = os.getpid() % 4000
     with Partition(tag) if "partition" in faults else _Null() as part:
         chaos = Fleet("chaos", args.out / "chaos", flags, free_base_port(), args.emulators, args.actors, part)

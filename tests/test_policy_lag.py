@@ -5,6 +5,13 @@ real sockets)."""
 
 from __future__ import annotations
 
+import time
+
+import numpy as np
+import zmq
+
+from common import transport
+from common.protocol import RolloutSpec
 from testkit.run_files import last_metrics, read_metrics
 from tests.conftest import free_base_port, wait_for
 
@@ -27,3 +34,35 @@ def test_a_slow_learner_trains_on_rollouts_a_few_updates_old(procs, tmp_path):
     assert max(lags) <= 6.5, f"policy lag mean per report: {lags}"
     assert max(r["policy_lag_max"] for r in rows) <= 8
     assert rows[-1]["dropped_stale"] == 0
+
+
+def _in_flight_before_blocking(tcp_buffer: int, message: bytes) -> int:
+    """Messages a rollout PUSH socket accepts toward a PULL socket that reads nothing (real
+    sockets on 127.0.0.1, the project's options): what a stalled learner lets pile up."""
+    ctx = zmq.Context()
+    try:
+        pull = transport.make_socket(ctx, zmq.PULL, max_bytes=1 << 24, server=True, tcp_buffer=tcp_buffer)
+        port = pull.bind_to_random_port("tcp://127.0.0.1")
+        push = transport.make_socket(ctx, zmq.PUSH, max_bytes=1 << 24, tcp_buffer=tcp_buffer)
+        push.connect(f"tcp://127.0.0.1:{port}")
+        sent, idle_since = 0, time.monotonic()
+        while time.monotonic() - idle_since < 1.0 and sent < 2000:
+            try:
+                push.send(message, zmq.NOBLOCK)
+                sent, idle_since = sent + 1, time.monotonic()
+            except zmq.Again:
+                time.sleep(0.01)  # let the I/O thread move what it can into the kernel
+        return sent
+    finally:
+        ctx.destroy(linger=0)
+
+
+def test_compressible_image_rollouts_do_not_pile_up_in_kernel_buffers():
+    # Pong's rollouts: the bound counts 260 frames of 84x84 uncompressed (1.8 MB), lz4 sends
+    # one in about 12 KB. Kernel buffers of half the bound held ~150 of them per socket, and a
+    # learner-bound Pong run trained on data 17 updates old; now a stalled learner lets each
+    # actor queue only its ZeroMQ queues (2 + 2) and a message or two in the kernel.
+    spec = RolloutSpec(unroll_length=128, frame_shape=(84, 84), frame_dtype="uint8", frame_stack=4, n_actions=6)
+    message = np.random.default_rng(0).integers(0, 256, 12_000, dtype=np.uint8).tobytes()
+    queued = _in_flight_before_blocking(transport.rollout_tcp_buffer(spec.max_rollout_bytes), message)
+    assert 4 <= queued <= 10, f"{queued} rollouts of 12 KB in flight toward a learner that reads none"
