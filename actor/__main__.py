@@ -7,9 +7,10 @@ import argparse
 import logging
 import sys
 
-from actor import client, host
-from actor.inference import pick_device
 from common import transport
+
+# the actor's modules (torch and the emulators among them) are imported once the flags are read:
+# `actor --help` or a wrong flag answers in a fraction of a second, not after torch's import
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,13 +51,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.emulators < 0:
             raise ValueError(f"--emulators must be 0 or more, got {args.emulators}")
         if args.emulators:
+            from actor.inference import pick_device
+
             pick_device(args.inference_device)
     except (transport.TransportError, ValueError) as exc:
         print(f"actor: error: {exc}", file=sys.stderr)
         return 2
     if args.emulators:
+        from actor import host
+
         return host.run(args.learner, args.emulators, keys, device=args.inference_device,
                         dtype=args.inference_dtype)
+    from actor import client
+
     return client.run(args.learner, keys)
 
 

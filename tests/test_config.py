@@ -345,3 +345,13 @@ def test_cli_actor_bad_address(cli):
     rc, out, err = cli("actor")
     assert rc == 2
     assert "nonsense" in one_line(err)
+
+
+@pytest.mark.parametrize("module", ["actor.__main__", "learner.__main__"])
+def test_reading_the_flags_imports_no_torch(module):
+    # `actor --help` or a wrong flag answered only after torch's import (2 s on a quiet core,
+    # 16 s on a loaded one); the flags come first, the heavy modules once a run starts
+    code = f"import sys, {module}; print(sorted(m for m in ('torch', 'stable_retro', 'ale_py') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", f"importing {module} imported {out.stdout.strip()}"
