@@ -238,6 +238,11 @@ class Learner:
         control, pull, pub = self._bind(ctx)
         socks = [control, pull, pub]
         try:
+            if not self.cfg.resume:
+                # a run that started can always be resumed: a learner killed before its first
+                # --save-interval would otherwise leave --resume nothing (written once the ports
+                # are ours, so a learner that could not bind leaves the run directory free)
+                await self.checkpoint()
             print(f"learner ready: tcp://{self.cfg.bind}:{self.cfg.port} (run dir {self.run_dir}, "
                   f"device {self.device}, env {self.cfg.env}, mode {self.cfg.mode}, "
                   f"preset {self.cfg.preset})", flush=True)

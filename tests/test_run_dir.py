@@ -45,6 +45,7 @@ def test_port_in_use_is_one_line_and_exit_2(tmp_path):
     assert out.returncode == 2, out.stderr
     assert out.stderr.count("\n") == 1 and f"port {port + 1}" in out.stderr and "in use" in out.stderr
     assert took < 30  # on the old code the learner hung in ctx.term() for good
+    assert not checkpoint.list_checkpoints(tmp_path / "run" / "checkpoints"), "the run directory stays free"
 
 
 def test_launch_gives_up_on_a_learner_that_never_gets_ready(tmp_path):
@@ -85,6 +86,18 @@ def test_resume_with_nothing_to_resume_is_an_error(tmp_path):
     out = _learner(tmp_path, "--run-dir", str(tmp_path / "empty"), "--resume")
     assert out.returncode == 2 and "no checkpoint" in out.stderr and out.stderr.count("\n") == 1, out.stderr
     assert not (tmp_path / "empty" / "checkpoints").exists(), "no fresh run started in its place"
+
+
+def test_a_learner_killed_before_its_first_save_can_be_resumed(procs, tmp_path):
+    # found by the chaos benchmark: a learner SIGKILLed before its first --save-interval left no
+    # checkpoint, and the `--resume` that restarts it refused to start
+    p = procs.learner(*CARTPOLE, port=free_base_port(), run_dir=tmp_path / "run", log_name="first.log")
+    p.send_signal(signal.SIGKILL)
+    p.wait(30)
+    ckpts = checkpoint.list_checkpoints(tmp_path / "run" / "checkpoints")
+    assert [c.name for c in ckpts] == ["ckpt_0.pt"], "the run's first checkpoint is written before it is ready"
+    log = _run_until_ready_then_stop(procs, tmp_path, "--resume", name="resumed.log")
+    assert "resumed" in log and "ckpt_0.pt: 0 updates" in log, log
 
 
 def test_resume_applies_new_flags_says_which_and_refuses_the_model_changing_ones(procs, tmp_path):
