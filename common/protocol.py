@@ -125,21 +125,31 @@ CONTROL_LIMITS = Limits(max_array_len=0, max_map_len=16, max_str_len=512, max_co
 """hello and heartbeat: a flat map of a few short fields."""
 
 
-def _envelope(buf: bytes) -> tuple[Any, Any]:
-    """(v, kind): the first two keys of the message, read before anything else is decoded."""
-    head = msgpack.Unpacker(raw=False, max_buffer_size=64, max_str_len=32, max_bin_len=0,
+def _head_pairs(buf: bytes, count: int, size: int, max_str: int) -> list[tuple[Any, Any]] | None:
+    """Up to `count` leading (key, value) pairs of a msgpack map read from its first `size` bytes,
+    every container and binary value refused (a head holds scalars only): the pairs read before
+    a cut or an odd value. None when the message does not open with a map."""
+    head = msgpack.Unpacker(raw=False, max_buffer_size=size, max_str_len=max_str, max_bin_len=0,
                             max_array_len=0, max_map_len=0, max_ext_len=0, strict_map_key=True)
-    head.feed(buf[:64])
+    head.feed(buf[:size])
     try:
         n = head.read_map_header()
     except Exception:  # not a map, or garbage
-        raise ProtocolError("message must be a map") from None
+        return None
     pairs: list[tuple[Any, Any]] = []
     try:
-        for _ in range(min(n, 2)):
+        for _ in range(min(n, count)):
             pairs.append((head.unpack(), head.unpack()))
-    except Exception:  # msgpack raises several unrelated types on garbage
+    except Exception:  # msgpack raises several unrelated types on a cut or odd value: the pairs so far count
         pass
+    return pairs
+
+
+def _envelope(buf: bytes) -> tuple[Any, Any]:
+    """(v, kind): the first two keys of the message, read before anything else is decoded."""
+    pairs = _head_pairs(buf, 2, 64, 32)
+    if pairs is None:
+        raise ProtocolError("message must be a map")
     if not pairs or pairs[0][0] != "v":
         raise ProtocolError(f"protocol version missing (a message opens with v), expected {PROTOCOL_VERSION}")
     kind = pairs[1][1] if len(pairs) == 2 and pairs[1][0] == "kind" else None
@@ -589,19 +599,11 @@ def peek_weights(buf: bytes) -> tuple[int, str] | None:
     """(version, session) of a weights message, read from its first bytes without decoding its
     parameters (None when the head is not that of a well-formed weights message). An actor sees
     the same version republished every few seconds; this lets it skip the 6.7 MB decode."""
-    head = msgpack.Unpacker(raw=False, max_buffer_size=256, max_str_len=128, max_bin_len=0,
-                            max_array_len=0, max_map_len=0, max_ext_len=0, strict_map_key=True)
-    head.feed(buf[:256])
-    try:
-        n = head.read_map_header()
-        keys, pairs = [], {}
-        for _ in range(min(n, 5)):
-            keys.append(head.unpack())
-            pairs[keys[-1]] = head.unpack()
-    except Exception:  # msgpack raises several unrelated types on a cut or odd head
-        return None
+    found = _head_pairs(buf, 5, 256, 128)
+    keys = [k for k, _ in found or ()]
     if keys[:2] != ["v", "kind"]:  # as decode: v and kind open every message
         return None
+    pairs = dict(found or ())
     version, session = pairs.get("version"), pairs.get("session")
     if (pairs.get("v") != PROTOCOL_VERSION or pairs.get("kind") != "weights"
             or type(version) is not int or not isinstance(session, str)):
