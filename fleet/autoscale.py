@@ -14,7 +14,9 @@ policy lag, stale rollouts dropped) and answers the count to run next and why:
 - every `reprobe` windows at the best, the other counts' figures are forgotten and it climbs again
   (the machine's load and the learner's speed change while training runs).
 
-No processes and no sockets here: `fleet.local_actors` applies it to `./launch.sh auto`.
+No processes and no sockets here: `fleet.local_actors` applies it to `./launch.sh auto`, the Ray
+fleet driver (`fleet.driver`) to `--actors auto`; `Windows` cuts the learner's metrics into the
+windows both measure.
 """
 
 from __future__ import annotations
@@ -119,3 +121,55 @@ def window_between(count: int, r0: dict[str, Any], r1: dict[str, Any]) -> Window
     wall = max(r1["wall_s"] - r0["wall_s"], 1e-9)
     return Window(count, (r1["frames"] - r0["frames"]) / wall, float(r1["policy_lag_mean"] or 0.0),
                   int(r1["dropped_stale"] - r0["dropped_stale"]), wall)
+
+
+def last_metrics_row(run_dir: Path) -> dict[str, Any] | None:
+    """The newest complete row of the learner's metrics.jsonl (None before the first), read
+    from the file's end: a run of hours has a long file."""
+    path = run_dir / "metrics.jsonl"
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            size = fh.seek(max(0, fh.tell() - 65536))
+            tail = fh.read().decode(errors="replace")
+    except OSError:
+        return None
+    pieces = tail.split("\n")[:-1]  # the last piece: empty, or a row still being written
+    if size:
+        pieces = pieces[1:]  # the first piece of a tail may start mid-row
+    for line in reversed(pieces):
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            continue
+    return None
+
+
+@dataclass
+class Windows:
+    """Measurement windows at a steady count: one opens `settle` seconds after the last change
+    (and once every actor acts) at the newest metrics row, and closes `window` seconds of the
+    learner's clock later; the next opens where it closed while the count stays."""
+
+    settle: float = 10.0
+    window: float = 30.0
+    changed_at: float = 0.0
+    start: dict[str, Any] | None = None
+
+    def changed(self, now: float) -> None:
+        """The count changed (or an actor restarted): what follows is measured afresh."""
+        self.changed_at, self.start = now, None
+
+    def next(self, now: float, row: dict[str, Any] | None, count: int, acting: bool = True) -> Window | None:
+        """The window that `row` (the newest metrics row) closes at `count` actors, if any."""
+        if row is None:
+            return None
+        if self.start is None:
+            if now - self.changed_at >= self.settle and acting:
+                self.start = row
+            return None
+        if row["wall_s"] - self.start["wall_s"] < self.window:
+            return None
+        w = window_between(count, self.start, row)
+        self.start = row
+        return w

@@ -9,6 +9,7 @@ the learner (which writes its final checkpoint), and leaves nothing running on a
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from typing import Any
 
 from fleet import cluster, control, layout
 from fleet import spec as fleet_spec
+from fleet.autoscale import Autoscaler, Windows, last_metrics_row
 from fleet.learner_proc import LearnerProcess
 from fleet.spec import FleetError, FleetSpec
 
@@ -37,7 +39,7 @@ class UpOptions:
     name: str = "retrofleet"
     ray: str = "auto"
     node_ip_address: str | None = None
-    actors: str = "auto"  # emulators: a count, or "auto": one per free CPU (per --num-cpus)
+    actors: str = "auto"  # emulators: a count, or "auto": from one per free CPU (per --num-cpus), then measured
     actor_mode: str = "auto"  # host, process, or auto: actor/mode.py's rule for the learner's game
     emulators_per_host: str = "auto"  # K or auto (see fleet.layout)
     num_cpus: float = 1.0  # per emulator
@@ -46,6 +48,9 @@ class UpOptions:
     learner_num_cpus: float = 1.0
     curve_dir: str | None = None
     learner_flags: list[str] = field(default_factory=list)
+    scale_window: float = 30.0  # --actors auto: seconds a count is measured
+    scale_settle: float = 10.0  # --actors auto: seconds after a change before measuring
+    max_lag: float = 5.0  # --actors auto: mean policy lag above which the learner is starved
 
 
 class Stopped(Exception):
@@ -198,7 +203,20 @@ def run(opts: UpOptions) -> int:
         fleet_spec.put(spec)
         control.scale(opts.name, n)
         say(f"{_describe(n, per_host, opts.num_cpus)} asked of Ray, joining {spec.learner}")
-        code = _watch(opts.name, local, learner_unit, t0)
+        scaling = None
+        if opts.actors == "auto":
+            if local is None and learner_unit is None:
+                say(f"--actors auto with --learner elsewhere: the count stays at {n} (the learner's "
+                    "metrics are not readable from here)")
+            else:
+                # from the free CPUs down (never more than fit): fewer while the learner is starved,
+                # and fewer than fit only where that measured more frames/s (fleet.autoscale)
+                scaling = _Scaling(Autoscaler(minimum=1, maximum=n, max_lag_mean=opts.max_lag, cores=n),
+                                   Windows(opts.scale_settle, opts.scale_window, time.monotonic()),
+                                   local.run_dir if local is not None else None, t0)
+                say(f"--actors auto: starting from the free CPUs ({n}); the count follows the learner's "
+                    f"frames/s, measured every {opts.scale_window:g} s (fleet.autoscale)")
+        code = _watch(opts.name, local, learner_unit, t0, scaling)
     except (Stopped, FleetError) as exc:
         if isinstance(exc, FleetError) and not STOP.is_set():
             raise
@@ -211,8 +229,38 @@ def run(opts: UpOptions) -> int:
     return code
 
 
-def _watch(name: str, local: LearnerProcess | None, learner_unit: Any, t0: float) -> int:
-    """Status lines until the learner ends, the fleet is stopped elsewhere, or a signal."""
+@dataclass
+class _Scaling:
+    """--actors auto: the hill climb (fleet.autoscale) on the learner's metrics while it trains."""
+
+    scaler: Autoscaler
+    windows: Windows
+    run_dir: Path | None  # a learner started here records its changes in RUN_DIR/autoscale.jsonl
+    t0: float
+
+    def step(self, name: str, count: int, row: dict[str, Any] | None, acting: bool) -> None:
+        now = time.monotonic()
+        w = self.windows.next(now, row, count, acting)
+        if w is None:
+            return
+        d = self.scaler.decide(w)
+        entry = {"wall_s": round(now - self.t0, 1), "from": count, "to": d.count, "reason": d.reason,
+                 "frames_per_s": round(w.frames_per_s, 1), "policy_lag_mean": w.policy_lag_mean,
+                 "dropped_stale": w.dropped_stale, "window_s": round(w.seconds, 1)}
+        if self.run_dir is not None:
+            with open(self.run_dir / "autoscale.jsonl", "a") as fh:
+                fh.write(json.dumps(entry) + "\n")
+        change = f"{count} -> {d.count} actors" if d.count != count else f"{count} actors"
+        say(f"autoscale: {change}: {d.reason}")
+        if d.count != count:
+            control.scale(name, d.count)
+            self.windows.changed(time.monotonic())
+
+
+def _watch(name: str, local: LearnerProcess | None, learner_unit: Any, t0: float,
+           scaling: _Scaling | None = None) -> int:
+    """Status lines until the learner ends, the fleet is stopped elsewhere, or a signal; with
+    `scaling`, the actor count follows the measurements."""
     import ray
 
     placed = False
@@ -221,13 +269,15 @@ def _watch(name: str, local: LearnerProcess | None, learner_unit: Any, t0: float
         if spec is None:
             say("the fleet was stopped (`fleet stop`)")
             return 0
-        learner_line, ended = "", None
+        learner_line, ended, row = "", None, None
         if local is not None:
             learner_line, ended = local.status_line, local.child.poll()
+            if scaling is not None and local.run_dir is not None:
+                row = last_metrics_row(local.run_dir)
         elif learner_unit is not None:
             try:
                 info = ray.get(learner_unit.status.remote(), timeout=10)
-                learner_line, ended = info["line"], info["exit_code"]
+                learner_line, ended, row = info["line"], info["exit_code"], info.get("metrics")
             except ray.exceptions.RayError:
                 learner_line = "learner: restarting"
         if ended is not None:
@@ -235,10 +285,15 @@ def _watch(name: str, local: LearnerProcess | None, learner_unit: Any, t0: float
             return int(ended)
         units = len(layout.split(spec.actors, spec.emulators_per_host))
         line, rows = _status_line(name, units, learner_line)
-        if not placed and len(rows) >= units and all(r.child_pid for r in rows):
+        running = len(rows) >= units and all(r.child_pid for r in rows)
+        if not placed and running:
             placed = True
             say(f"all {units} units running {time.monotonic() - t0:.1f} s after start")
         say(line)
+        if scaling is not None:
+            if not running:
+                scaling.windows.changed(time.monotonic())  # a unit restarting disturbs the window
+            scaling.step(name, spec.actors, row, running)
         if STOP.wait(STATUS_EVERY_S):
             raise Stopped
 
@@ -256,7 +311,15 @@ def _shutdown(name: str, local: LearnerProcess | None) -> None:
 
 def add_up_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--actors", default="auto",
-                   help="actors (emulators) to run, or auto: one per free CPU (default: auto)")
+                   help="actors (emulators) to run, or auto: start from one per free CPU, then keep the "
+                   "count that gives the learner the most frames/s without starving it (default: auto)")
+    p.add_argument("--scale-window", type=float, default=30.0, metavar="S",
+                   help="--actors auto: seconds each count is measured (default: %(default)s)")
+    p.add_argument("--scale-settle", type=float, default=10.0, metavar="S",
+                   help="--actors auto: seconds after a change before measuring (default: %(default)s)")
+    p.add_argument("--max-lag", type=float, default=5.0,
+                   help="--actors auto: mean policy lag (versions) above which the learner counts as "
+                   "starved (default: %(default)s)")
     p.add_argument("--actor-mode", default="auto",
                    help="host: each unit Ray places is an actor host (K emulators, one batched "
                    "policy); process: each actor a unit of its own (one process); auto (default): "
@@ -297,8 +360,12 @@ def options(args: argparse.Namespace) -> UpOptions:
         except TransportError as exc:
             raise FleetError(str(exc)) from None
     layout.parse_per_host(args.emulators_per_host)
+    if args.scale_window <= 0 or args.scale_settle < 0 or args.max_lag <= 0:
+        raise FleetError(f"--scale-window and --max-lag must be > 0 and --scale-settle >= 0, got "
+                         f"{args.scale_window:g}, {args.max_lag:g}, {args.scale_settle:g}")
     if args.actor_mode not in ("auto", "host", "process"):
         raise FleetError(f"--actor-mode takes auto, host or process, got {args.actor_mode!r}")
     return UpOptions(name=args.name, ray=args.ray, node_ip_address=args.node_ip_address, actors=args.actors,
                      actor_mode=args.actor_mode, emulators_per_host=args.emulators_per_host, num_cpus=args.num_cpus, learner=args.learner, learner_on_ray=args.learner_on_ray,
-                     learner_num_cpus=args.learner_num_cpus, curve_dir=args.curve_dir, learner_flags=flags)
+                     learner_num_cpus=args.learner_num_cpus, curve_dir=args.curve_dir, learner_flags=flags,
+                     scale_window=args.scale_window, scale_settle=args.scale_settle, max_lag=args.max_lag)

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from fleet.autoscale import Autoscaler, Decision, metrics_rows, window_between
+from fleet.autoscale import Autoscaler, Decision, Windows, last_metrics_row
 
 RESTART_S = 2.0
 STOP_S = 10.0
@@ -128,33 +128,24 @@ def run(args: argparse.Namespace) -> int:
     why = f"starting from the cores ({cores})" if start == cores else f"starting at {start} (--start {args.start})"
     record(run_dir, {"wall_s": 0.0, "from": 0, "to": start, "reason": why})
     actors.resize(start)
-    changed_at, window_from = time.monotonic(), None
+    windows = Windows(settle=args.settle, window=args.window, changed_at=time.monotonic())
     try:
         while not stopping and os.getppid() == parent:  # an orphan (launch.sh gone) stops
             now = time.monotonic()
             for line in actors.supervise(now):
                 print(f"autoscale: {line}", flush=True)
-                changed_at = now  # a restart disturbs the window
-                window_from = None
-            if window_from is None:
-                if now - changed_at >= args.settle and actors.acting():
-                    rows = metrics_rows(run_dir)
-                    if rows:
-                        window_from = rows[-1]
-            else:
-                rows = metrics_rows(run_dir)
-                if rows and rows[-1]["wall_s"] - window_from["wall_s"] >= args.window:
-                    n = len(actors.procs)
-                    w = window_between(n, window_from, rows[-1])
-                    d: Decision = scaler.decide(w)
-                    record(run_dir, {"wall_s": round(now - t0, 1), "from": n, "to": d.count, "reason": d.reason,
-                                     "frames_per_s": round(w.frames_per_s, 1),
-                                     "policy_lag_mean": w.policy_lag_mean, "dropped_stale": w.dropped_stale,
-                                     "window_s": round(w.seconds, 1)})
-                    if d.count != n:
-                        actors.resize(d.count)
-                        changed_at = time.monotonic()
-                    window_from = None if d.count != n else rows[-1]
+                windows.changed(now)  # a restart disturbs the window
+            n = len(actors.procs)
+            w = windows.next(now, last_metrics_row(run_dir), n, actors.acting())
+            if w is not None:
+                d: Decision = scaler.decide(w)
+                record(run_dir, {"wall_s": round(now - t0, 1), "from": n, "to": d.count, "reason": d.reason,
+                                 "frames_per_s": round(w.frames_per_s, 1),
+                                 "policy_lag_mean": w.policy_lag_mean, "dropped_stale": w.dropped_stale,
+                                 "window_s": round(w.seconds, 1)})
+                if d.count != n:
+                    actors.resize(d.count)
+                    windows.changed(time.monotonic())
             time.sleep(0.25)
     finally:
         stop(actors.procs)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet import spec as fleet_spec
+from fleet.autoscale import last_metrics_row
 from fleet.child import Child
 from fleet.learner_proc import LearnerProcess
 from fleet.spec import FleetError, FleetSpec
@@ -227,7 +228,8 @@ class LearnerUnit:
 
         return {"address": self.proc.address, "run_dir": str(self.proc.run_dir), "pid": self.proc.child.pid,
                 "node_ip": ray.util.get_node_ip_address(), "line": self.proc.status_line,
-                "exit_code": self.exit_code}
+                "exit_code": self.exit_code,
+                "metrics": last_metrics_row(self.proc.run_dir) if self.proc.run_dir else None}
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM: the learner writes its final checkpoint; its key directory is removed."""

@@ -11,7 +11,7 @@ import subprocess
 import psutil
 import pytest
 
-from fleet.autoscale import Autoscaler, Window, window_between
+from fleet.autoscale import Autoscaler, Window, Windows, last_metrics_row, window_between
 from tests.conftest import ROOT, free_base_port, wait_for
 
 
@@ -96,6 +96,29 @@ def test_window_between_metrics_rows():
     r1 = {"wall_s": 12.0, "frames": 5000, "dropped_stale": 3, "policy_lag_mean": None}
     w = window_between(4, r0, r1)
     assert (w.count, w.frames_per_s, w.dropped_stale, w.policy_lag_mean, w.seconds) == (4, 2000.0, 1, 0.0, 2.0)
+
+
+def test_windows_open_after_the_settle_and_close_after_the_window():
+    ws = Windows(settle=10.0, window=30.0, changed_at=100.0)
+    row = lambda t, frames: {"wall_s": t, "frames": frames, "dropped_stale": 0, "policy_lag_mean": 1.0}  # noqa: E731
+    assert ws.next(105.0, row(5, 0), 2) is None and ws.start is None, "still settling"
+    assert ws.next(111.0, row(11, 1000), 2, acting=False) is None and ws.start is None, "an actor not acting yet"
+    assert ws.next(112.0, row(12, 1000), 2) is None and ws.start == row(12, 1000), "opened"
+    assert ws.next(130.0, row(30, 9000), 2) is None, "not 30 s of the learner's clock yet"
+    w = ws.next(143.0, row(42, 16000), 2)
+    assert (w.count, w.frames_per_s, w.seconds) == (2, 500.0, 30.0)
+    assert ws.start == row(42, 16000), "the next window opens where this one closed"
+    ws.changed(150.0)
+    assert ws.start is None and ws.next(155.0, row(55, 20000), 3) is None, "a change settles afresh"
+
+
+def test_last_metrics_row_skips_a_half_written_line(tmp_path):
+    assert last_metrics_row(tmp_path) is None
+    (tmp_path / "metrics.jsonl").write_text('{"updates": 1}\n{"updates": 2}\n{"upd')
+    assert last_metrics_row(tmp_path) == {"updates": 2}
+    rows = "".join(json.dumps({"updates": i, "pad": "x" * 200}) + "\n" for i in range(3000))  # 650 kB
+    (tmp_path / "metrics.jsonl").write_text(rows)
+    assert last_metrics_row(tmp_path)["updates"] == 2999
 
 
 def _is_actor(proc: psutil.Process) -> bool:

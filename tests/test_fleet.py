@@ -44,6 +44,7 @@ def test_version_check_names_the_first_node_that_differs():
     (["--emulators-per-host", "two"], "--emulators-per-host takes a count"),
     (["--emulators-per-host", "0"], "--emulators-per-host takes a count from 1"),
     (["--actor-mode", "thread"], "--actor-mode takes auto, host or process"),
+    (["--scale-window", "0"], "--scale-window and --max-lag must be > 0"),
 ])
 def test_driver_options_refuse_what_cannot_work(argv, error):
     from fleet import driver

@@ -227,17 +227,19 @@ def test_stop_leaves_no_process_on_any_node(cluster, fleet):
             assert not any(s in data for s in secrets), f"a secret key in {f}"
 
 
-def test_learner_on_ray_goes_to_the_gpu_node(cluster, tmp_path):
+def test_learner_on_ray_goes_to_the_gpu_node_and_auto_actors_follow_its_pace(cluster, tmp_path):
     """--learner-on-ray: the learner is a Ray actor too, placed on the node that has a GPU;
-    --actors auto: as many actors as free CPUs allow (here 3 CPUs an actor; --actor-mode auto gives
-    CartPole one-process actors, a unit each)."""
+    --actors auto: as many actors as free CPUs allow to start with (here 3 CPUs an actor;
+    --actor-mode auto gives CartPole one-process actors, a unit each), then the count the
+    learner's measured pace asks for: a learner slowed to data older than --max-lag gets one fewer."""
     node = cluster.add_node(1, gpus=1)  # the node lost above comes back, now with a (logical) GPU
     run = tmp_path / "run"
     out = tmp_path / "fleet.out"
     with open(out, "wb") as fh:
         proc = subprocess.Popen([str(BIN / "fleet"), "--name", "onray", "--actors", "auto", "--num-cpus", "3",
-                                 "--learner-on-ray", "--", *CARTPOLE, "--port", str(free_base_port()),
-                                 "--run-dir", str(run)],
+                                 "--scale-window", "4", "--scale-settle", "4", "--max-lag", "0.5",
+                                 "--learner-on-ray", "--", *CARTPOLE, "--update-delay", "0.3",
+                                 "--port", str(free_base_port()), "--run-dir", str(run)],
                                 stdout=fh, stderr=subprocess.STDOUT, env=cluster.driver_env(), start_new_session=True)
     auto = (2 * UNITS - 1) // 3  # the learner takes 1 of the 2 x 4 CPUs
     try:
@@ -247,6 +249,11 @@ def test_learner_on_ray_goes_to_the_gpu_node(cluster, tmp_path):
         assert f"learner on Ray at tcp://{node.ip}:" in out.read_text()
         rows = cluster.units("onray")
         assert len(rows) == auto and all(r["emulators"] == 1 and not r["emulator_pids"] for r in rows), rows
+        # measured on the learner's metrics (read through its Ray actor): starved, so one fewer
+        wait_for(lambda: f"autoscale: {auto} -> {auto - 1} actors: learner starved at {auto} (policy lag"
+                 in out.read_text() or proc.poll() is not None, 90, "the autoscaler's first change")
+        assert proc.poll() is None, out.read_text()
+        wait_for(lambda: len(cluster.units("onray")) == auto - 1, 60, "one unit fewer on Ray")
         u0 = _updates(run)
         wait_for(lambda: _updates(run) > u0 + 5, 60, "updates from the learner on Ray")
         learner_pid = next(p for p, c in cluster.cmdlines().items() if "-m learner" in c)
