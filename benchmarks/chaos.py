@@ -371,7 +371,9 @@ def report(ch: Chaos, warmup: float, exit_codes: dict[str, int | None], audits: 
         "learner_exit_code": exit_codes["chaos"],
         "learner_starts": ch.fleet.learner_starts,
         "full_disk_learner_alive": all(d["learner_alive"] for d in disk),
-        "full_disk_one_line": all(len(d["learner_said"]) == 1 for d in disk),
+        # at most one line a full disk (none where no checkpoint fell due while it was full)
+        "full_disk_one_line": all(len(d["learner_said"]) <= 1 for d in disk),
+        "full_disk_with_a_checkpoint_due": sum(len(d["learner_said"]) == 1 for d in disk),
         "honest_rejected": rejected_outside(chaos_rows, ch.flood_windows, grace=5.0),
         "calm_rejected": calm_rows[-1][1].get("rejected_messages") if calm_rows else None,
         "forged_sent": ch.forged_sent,
@@ -385,7 +387,8 @@ def report(ch: Chaos, warmup: float, exit_codes: dict[str, int | None], audits: 
     summary["ok"] = bool(
         summary["faults"] and summary["healed_within_30s"] == summary["faults"] and lost == 0
         and unreadable == 0 and half == 0 and exit_codes["chaos"] == 0 and summary["honest_rejected"] == 0
-        and summary["full_disk_learner_alive"] and summary["full_disk_one_line"] and not ch.orphans)
+        and summary["full_disk_learner_alive"] and summary["full_disk_one_line"] and not ch.orphans
+        and (not disk or summary["full_disk_with_a_checkpoint_due"] > 0))
     return {"summary": summary, "faults": [asdict(r) for r in ch.records], "resumes": ch.resumes,
             "restarts": ch.restarts, "sampler_errors": s.errors[:20], "memory": mem, "checkpoints": audits, "exit_codes": exit_codes,
             "settings": vars(ch.args) | {"out": str(ch.args.out)}}
