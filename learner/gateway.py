@@ -24,7 +24,7 @@ from common.config import Config
 from common.protocol import CONTROL_LIMITS, ProtocolError, RolloutSpec
 from learner.episodes import Episode, EpisodeBook
 from learner.metrics import Metrics
-from learner.registry import IdentityError, Registry
+from learner.registry import IdentityError, Registry, SupersededToken
 
 log = logging.getLogger("learner")
 HELLO_KEYS = {"v", "kind", "host", "pid", "previous_id"}
@@ -82,6 +82,7 @@ class Gateway:
         self.episodes = EpisodeBook(spec, rewards_are_returns=not cfg.clip_rewards)
         self.reject_log = RateLimitedLog()
         self.refuse_log = RateLimitedLog()
+        self.superseded = 0  # rollouts made before their actor joined again: dropped, reported as stale
 
     def live_actors(self) -> list[int]:
         return self.registry.live(time.monotonic())
@@ -140,6 +141,8 @@ class Gateway:
                 reply = self.welcome(msg, user_id, _peer_address(body))
                 return reply, reply is not None
             self.refuse_log("control messages over the rate limits dropped (%d so far)", self.registry.rate_limited)
+        except SupersededToken:
+            pass  # a heartbeat sent before the actor's new welcome reached it: it has joined again
         except IdentityError as exc:
             self.reject("bad control message: %s", exc)
             if self.registry.may_answer(now):  # tell a forgotten actor to join again
@@ -216,6 +219,9 @@ class Gateway:
             self.registry.verify(*protocol.rollout_identity(msg), user_id, time.monotonic())
             r = protocol.validate_rollout(msg, self.spec, latest_version=version, max_bytes=self.max_bytes)
             episodes = self.episodes.check(r)
+        except SupersededToken:
+            self.superseded += 1  # made before its actor joined again: old, not hostile
+            return None
         except ProtocolError as exc:
             self.on_rejected(exc)
             self.reject("%s", exc)

@@ -43,6 +43,14 @@ class IdentityError(ProtocolError):
     """A message whose actor id, token or key does not match a registered actor."""
 
 
+class SupersededToken(IdentityError):
+    """A message with the token an actor held before it joined again (sent before its new
+    welcome reached it): honest and late, dropped without counting it as an attack."""
+
+
+SUPERSEDED_S = 30.0  # how long after a rejoin the token it replaced is still recognised
+
+
 class TokenBucket:
     """`rate` events a second on average, `burst` at once."""
 
@@ -73,6 +81,8 @@ class ActorInfo:
     last_seen: float  # monotonic
     confirmed: bool = False
     addr: str = ""  # the IP its connection came from, as ZeroMQ saw it
+    superseded: str = ""  # the token this id held before it joined again
+    superseded_until: float = 0.0  # monotonic; after this the old token is merely wrong
 
 
 class Registry:
@@ -130,6 +140,10 @@ class Registry:
         info = ActorInfo(actor_id, str(hello.get("host", "?"))[:255], pid if type(pid) is int else -1,
                          actor_seed(self.cfg.seed, actor_id), actor_epsilon(self.cfg, actor_id),
                          secrets.token_hex(16), user_id, time.time(), now, addr=addr)
+        old = self.actors.get(actor_id)
+        if old is not None and (old.user_id is None or old.user_id == user_id):
+            # its messages sent before the new welcome reached it still carry the old token
+            info.superseded, info.superseded_until = old.token, now + SUPERSEDED_S
         self.actors[actor_id] = info
         return info
 
@@ -149,6 +163,9 @@ class Registry:
         if info is None:
             raise IdentityError(f"unknown actor id {actor_id}")
         if not hmac.compare_digest(info.token.encode(), token.encode()):
+            if info.superseded and now < info.superseded_until and hmac.compare_digest(
+                    info.superseded.encode(), token.encode()) and (info.user_id is None or user_id == info.user_id):
+                raise SupersededToken(f"actor {actor_id}'s token from before it joined again")
             raise IdentityError(f"wrong token for actor {actor_id}")
         if info.user_id is not None and user_id != info.user_id:
             raise IdentityError(f"actor {actor_id} joined with another CURVE key")

@@ -105,7 +105,7 @@ class Learner:
         """What a checkpoint records besides the weights; read in the event loop, which owns it."""
         counters = self.metrics.counters()
         counters.update(version=self.version, next_actor_id=self.gateway.registry.next_actor_id,
-                        dropped_stale=self.source.dropped_stale)
+                        dropped_stale=self.source.dropped_stale + self.gateway.superseded)
         family = self.hooks.counters()
         if family is not None:
             counters[self.hooks.counters_key] = family
@@ -194,7 +194,8 @@ class Learner:
         self.gateway.prune()
         live = self.gateway.live_actors()
         self.source.check()  # an actor that went silent no longer holds a sync round up
-        return self.life.report(len(live), self.source.dropped_stale, self.gateway.registry.rate_limited,
+        return self.life.report(len(live), self.source.dropped_stale + self.gateway.superseded,
+                                self.gateway.registry.rate_limited,
                                 self.hooks.report(), self.hooks.scalars)
 
     async def _eval_snapshot(self) -> Path:

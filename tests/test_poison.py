@@ -137,3 +137,36 @@ def test_forged_actor_ids_are_rejected_and_counted(procs, tmp_path):
     assert row["rejected_messages"] == 4 and row["frames"] == 32, row
     assert row["actors"] == 1, "alice confirmed by her rollout and heartbeat; mallory never spoke as herself"
     assert [a["actor_id"] for a in read_actors(run)] == [alice.actor_id]
+
+
+def test_messages_sent_before_a_rejoin_are_late_not_forged(procs, tmp_path):
+    """Found by the chaos run: an actor that joins again (after a freeze, with its old id) gets a
+    new token, and its heartbeats and rollouts sent before the new welcome reached it carry the
+    old one; they were counted as rejected messages (attacks). Now they are dropped quietly (a
+    rollout as stale), while a token the id never held is still rejected."""
+    port = free_base_port()
+    run = tmp_path / "run"
+    procs.learner(*CARTPOLE, "--actor-timeout", "1", port=port, run_dir=run)
+    alice, again, mallory = ScriptedActor(port), ScriptedActor(port), ScriptedActor(port)
+    try:
+        alice.join()
+        r = cartpole_rollout(alice.actor_id)
+        alice.send(alice.rollout_message(r))
+        wait_for(lambda: last_metrics(run).get("frames", 0) == 32, 20, "alice's rollout counted")
+        late_rollout = alice.rollout_message(r)
+        time.sleep(1.5)  # silent past --actor-timeout: her id is free to take back
+        again.join(previous_id=alice.actor_id)  # alice again, on a new connection as after a reconnect
+        assert again.welcome["token"] != alice.welcome["token"] and again.actor_id == alice.actor_id
+        alice.heartbeat()  # with the old token: in flight when the new welcome came
+        alice.send(late_rollout)
+        assert not alice.dealer.poll(1000), "no rejoin note for a late heartbeat"
+        mallory.join()
+        mallory.heartbeat(actor_id=alice.actor_id, token="0" * 32)  # never her token: still a forgery
+        row = wait_for(lambda: (m := last_metrics(run))["rejected_messages"] >= 1 and m, 20, "the forgery counted")
+        time.sleep(1.5)
+        row = last_metrics(run)
+        assert row["rejected_messages"] == 1, row
+        assert row["dropped_stale"] == 1 and row["frames"] == 32, row
+    finally:
+        for a in (alice, again, mallory):
+            a.close()

@@ -7,7 +7,15 @@ import json
 import pytest
 
 from common.config import Config
-from learner.registry import ANSWER_BURST, PEER_BURST, UNCONFIRMED_S, IdentityError, Registry
+from learner.registry import (
+    ANSWER_BURST,
+    PEER_BURST,
+    SUPERSEDED_S,
+    UNCONFIRMED_S,
+    IdentityError,
+    Registry,
+    SupersededToken,
+)
 from learner.rounds import SyncRound
 from tests.conftest import cartpole_rollout
 
@@ -82,3 +90,23 @@ def test_sync_round_is_exact_and_times_out():
     r.open(4)
     assert r.offer(cartpole_rollout(1, version=4), now=13.0) and r.offer(cartpole_rollout(0, version=4), now=13.0)
     assert r.complete([0, 1], now=13.0)
+
+
+def test_the_token_an_actor_held_before_it_joined_again_is_late_for_a_while(reg):
+    a = reg.join(HELLO, "KEY-A", 0.0)
+    reg.verify(a.actor_id, a.token, "KEY-A", 1.0)
+    t = reg.forget_after / 2  # silent past --actor-timeout, not yet forgotten
+    b = reg.join({**HELLO, "previous_id": a.actor_id}, "KEY-A", t)
+    assert b.actor_id == a.actor_id and b.token != a.token
+    with pytest.raises(SupersededToken):
+        reg.verify(a.actor_id, a.token, "KEY-A", t + 1)
+    with pytest.raises(IdentityError, match="wrong token") as other:
+        reg.verify(a.actor_id, "0" * 32, "KEY-A", t + 1)
+    assert not isinstance(other.value, SupersededToken), "a token it never held is a forgery"
+    with pytest.raises(IdentityError) as late:
+        reg.verify(a.actor_id, a.token, "KEY-A", t + SUPERSEDED_S + 1)
+    assert not isinstance(late.value, SupersededToken), "only for a while after the rejoin"
+    with pytest.raises(IdentityError) as key:
+        reg.verify(a.actor_id, a.token, "KEY-M", t + 1)
+    assert not isinstance(key.value, SupersededToken), "and only with the key it joined with"
+    assert reg.verify(b.actor_id, b.token, "KEY-A", t + 2) is b
