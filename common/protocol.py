@@ -137,11 +137,11 @@ def _head_pairs(buf: bytes, count: int, size: int, max_str: int) -> list[tuple[A
     except Exception:  # not a map, or garbage
         return None
     pairs: list[tuple[Any, Any]] = []
-    try:
-        for _ in range(min(n, count)):
+    for _ in range(min(n, count)):
+        try:
             pairs.append((head.unpack(), head.unpack()))
-    except Exception:  # msgpack raises several unrelated types on a cut or odd value: the pairs so far count
-        pass
+        except Exception:  # msgpack raises several unrelated types on a cut or odd value
+            return pairs  # the head is what was read before it
     return pairs
 
 

@@ -104,18 +104,6 @@ class Autoscaler:
         return Decision(n, f"{now}, the best measured; keeping it")
 
 
-def metrics_rows(run_dir: Path) -> list[dict[str, Any]]:
-    """The learner's metrics.jsonl rows so far (a half-written last line is left for later)."""
-    path = run_dir / "metrics.jsonl"
-    rows = []
-    for line in (path.read_text() if path.exists() else "").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return rows
-
-
 def window_between(count: int, r0: dict[str, Any], r1: dict[str, Any]) -> Window:
     """The window between two metrics rows of a run at `count` emulators."""
     wall = max(r1["wall_s"] - r0["wall_s"], 1e-9)

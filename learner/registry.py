@@ -162,12 +162,13 @@ class Registry:
         info = self.actors.get(actor_id)
         if info is None:
             raise IdentityError(f"unknown actor id {actor_id}")
+        same_key = info.user_id is None or user_id == info.user_id
         if not hmac.compare_digest(info.token.encode(), token.encode()):
-            if info.superseded and now < info.superseded_until and hmac.compare_digest(
-                    info.superseded.encode(), token.encode()) and (info.user_id is None or user_id == info.user_id):
+            if same_key and info.superseded and now < info.superseded_until and hmac.compare_digest(
+                    info.superseded.encode(), token.encode()):
                 raise SupersededToken(f"actor {actor_id}'s token from before it joined again")
             raise IdentityError(f"wrong token for actor {actor_id}")
-        if info.user_id is not None and user_id != info.user_id:
+        if not same_key:
             raise IdentityError(f"actor {actor_id} joined with another CURVE key")
         info.last_seen = now
         if not info.confirmed:

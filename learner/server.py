@@ -101,11 +101,16 @@ class Learner:
     def rollout_bytes(self) -> int:
         return self.gateway.rollout_bytes
 
+    @property
+    def dropped_stale(self) -> int:
+        """Rollouts dropped as too old: by the data source, and those made before their actor joined again."""
+        return self.source.dropped_stale + self.gateway.superseded
+
     def counters(self) -> dict[str, Any]:
         """What a checkpoint records besides the weights; read in the event loop, which owns it."""
         counters = self.metrics.counters()
         counters.update(version=self.version, next_actor_id=self.gateway.registry.next_actor_id,
-                        dropped_stale=self.source.dropped_stale + self.gateway.superseded)
+                        dropped_stale=self.dropped_stale)
         family = self.hooks.counters()
         if family is not None:
             counters[self.hooks.counters_key] = family
@@ -194,8 +199,7 @@ class Learner:
         self.gateway.prune()
         live = self.gateway.live_actors()
         self.source.check()  # an actor that went silent no longer holds a sync round up
-        return self.life.report(len(live), self.source.dropped_stale + self.gateway.superseded,
-                                self.gateway.registry.rate_limited,
+        return self.life.report(len(live), self.dropped_stale, self.gateway.registry.rate_limited,
                                 self.hooks.report(), self.hooks.scalars)
 
     async def _eval_snapshot(self) -> Path:
