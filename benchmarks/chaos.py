@@ -441,11 +441,11 @@ def main(argv: list[str] | None = None) -> int:
     flags = ["--env", args.env, "--seed", str(args.seed), "--report-interval", "1", "--quiet",
              "--eval-interval", "0", *([] if args.calm_only else ["--torch-threads", "1"]), "--save-interval", str(args.save_interval),
              "--actor-timeout", str(args.actor_timeout), *args.learner_flag]
+    # SIGTERM ends the run as Ctrl-C does: the fleets stopped, the network namespace and the
+    # tmpfs removed (a killed benchmark left both behind; a killed --calm-only run, its fleet)
+    signal.signal(signal.SIGTERM, _interrupt)
     if args.calm_only:
         return calm_only(args, flags)
-    # SIGTERM ends the run as Ctrl-C does: the fleets stopped, the network namespace and the
-    # tmpfs removed (a killed benchmark left both behind)
-    signal.signal(signal.SIGTERM, _interrupt)
     tag = os.getpid() % 4000
     with Partition(tag) if "partition" in faults else _Null() as part:
         chaos = Fleet("chaos", args.out / "chaos", flags, free_base_port(), args.emulators, args.actors, part)

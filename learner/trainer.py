@@ -28,6 +28,37 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _undecorated(method):
+    """The function under torch's `functools.wraps` decorators (itself where there is none)."""
+    return getattr(method, "__wrapped__", method)
+
+
+class Adam(torch.optim.Adam):
+    """torch.optim.Adam, the same update and the same state_dict, without torch._dynamo.
+
+    torch wraps the optimizer's step, zero_grad, add_param_group and (load_)state_dict in
+    decorators that exist for torch.compile and import torch._dynamo on their first call: 2.6 s
+    of CPU at every learner start on this 2-core machine (more than `import torch` itself), for a
+    compiler we never run. These overrides call the functions under those decorators; the step
+    runs under no_grad as the decorator would have it (`differentiable` is False)."""
+
+    def step(self, closure=None):
+        with torch.no_grad():
+            return _undecorated(torch.optim.Adam.step)(self, closure)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        _undecorated(torch.optim.Optimizer.zero_grad)(self, set_to_none)
+
+    def add_param_group(self, param_group: dict) -> None:
+        _undecorated(torch.optim.Optimizer.add_param_group)(self, param_group)
+
+    def state_dict(self) -> dict:
+        return _undecorated(torch.optim.Optimizer.state_dict)(self)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        _undecorated(torch.optim.Optimizer.load_state_dict)(self, state_dict)
+
+
 @dataclass
 class UpdateResult:
     """What one update did: its statistics, or why it was skipped (weights unchanged)."""
@@ -48,7 +79,7 @@ class Trainer:
     def __init__(self, model: nn.Module, cfg: Config, device: torch.device, *, frames_per_step: int = 1):
         self.device = device
         self.model = model.to(device)
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
+        self.optimizer = Adam(model.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
         self.cfg = cfg
         self.loss_cfg = LossConfig(clip_eps=cfg.clip_eps, vf_coef=cfg.vf_coef, ent_coef=cfg.ent_coef,
                                    lambda_=cfg.vtrace_lambda, normalize_advantages=cfg.normalize_advantages)
