@@ -41,7 +41,7 @@ def _kill_group(p: subprocess.Popen) -> None:
 def test_total_frames_ends_cleanly_with_checkpoint_and_metrics(tmp_path):
     run = tmp_path / "air"
     p, log = _launch(tmp_path, "2", "--actor-mode", "host", "--total-frames", "8000", "--port", str(free_base_port()),
-                     "--run-dir", str(run), "--report-interval", "2")
+                     "--run-dir", str(run), "--report-interval", "2", "--eval-max-steps", "300")
     try:
         rc = p.wait(240)
     finally:
@@ -70,6 +70,7 @@ def test_total_frames_ends_cleanly_with_checkpoint_and_metrics(tmp_path):
     # Its end reached, the run played one greedy episode of the final checkpoint to a GIF.
     evals = [json.loads(x) for x in (run / "eval" / "evals.jsonl").read_text().splitlines()]
     assert [e["eval"] for e in evals] == ["final"] and (run / "eval" / "eval_final.gif").stat().st_size > 0
+    assert 0 < evals[0]["length"] <= 300, evals  # --eval-max-steps cuts the episode (greedy Airstriker lasts long)
 
 
 def test_sigint_stops_every_process_within_10s(tmp_path):

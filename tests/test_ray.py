@@ -248,7 +248,11 @@ def test_learner_on_ray_goes_to_the_gpu_node_and_auto_actors_follow_its_pace(clu
         assert proc.poll() is None, out.read_text()
         assert f"learner on Ray at tcp://{node.ip}:" in out.read_text()
         rows = cluster.units("onray")
-        assert len(rows) == auto and all(r["emulators"] == 1 and not r["emulator_pids"] for r in rows), rows
+        # the autoscaler may already have taken one away (the learner is starved at once): then
+        # its line is in the output read after the units were listed
+        assert len(rows) == auto or (len(rows) == auto - 1 and f"autoscale: {auto} -> {auto - 1} actors"
+                                     in out.read_text()), rows
+        assert all(r["emulators"] == 1 and not r["emulator_pids"] for r in rows), rows
         # measured on the learner's metrics (read through its Ray actor): starved, so one fewer
         wait_for(lambda: f"autoscale: {auto} -> {auto - 1} actors: learner starved at {auto} (policy lag"
                  in out.read_text() or proc.poll() is not None, 90, "the autoscaler's first change")
