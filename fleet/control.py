@@ -100,9 +100,9 @@ def stop_handles(handles: list[Any], timeout: float = STOP_TIMEOUT_S) -> None:
         ray.wait(refs, num_returns=len(refs), timeout=timeout)
     for h in handles:
         try:
-            ray.kill(h, no_restart=True)
-        except Exception:  # already gone
-            pass
+            ray.kill(h, no_restart=True)  # a unit already gone is no error to Ray
+        except Exception as exc:  # Ray raises its own and builtin types here: say which, go on with the rest
+            print(f"fleet: warning: could not kill a unit: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
 def wait_gone(name: str, indices: set[int] | None = None, timeout: float = 30.0) -> None:

@@ -141,8 +141,8 @@ class Gateway:
                 reply = self.welcome(msg, user_id, _peer_address(body))
                 return reply, reply is not None
             self.refuse_log("control messages over the rate limits dropped (%d so far)", self.registry.rate_limited)
-        except SupersededToken:
-            pass  # a heartbeat sent before the actor's new welcome reached it: it has joined again
+        except SupersededToken:  # a heartbeat sent before the actor's new welcome reached it
+            return None, False  # it has joined again already: no rejoin note, nothing rejected
         except IdentityError as exc:
             self.reject("bad control message: %s", exc)
             if self.registry.may_answer(now):  # tell a forgotten actor to join again
