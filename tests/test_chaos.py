@@ -63,7 +63,7 @@ def test_short_chaos_run_loses_nothing_and_heals(tmp_path):
     out = tmp_path / "chaos"
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.chaos", "--minutes", "1", "--env", "CartPole-v1", "--out", str(out),
-         "--seed", "3", "--faults", ",".join(FAULTS), "--warmup", "20", "--save-interval", "2",
+         "--seed", "3", "--faults", ",".join(FAULTS), "--warmup", "12", "--save-interval", "2",
          "--min-gap", "1", "--max-gap", "3", "--partition-s", "8"],
         cwd=ROOT, capture_output=True, text=True, timeout=900)
     report = out / "chaos.json"
