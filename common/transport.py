@@ -19,6 +19,11 @@ CONTROL, ROLLOUTS, WEIGHTS = 0, 1, 2
 ROLLOUT_HWM = 2
 WEIGHTS_HWM = 2
 CONNECT_TIMEOUT_MS = 3000
+# ZeroMQ's reconnect backoff toward a peer that is gone: 0.2 s, doubling, at most RECONNECT_MAX_MS.
+# A learner killed and started again (--resume) is found within this of its binding its ports
+# (5 s here made the actors of the chaos benchmark come back 2-6 s after their learner).
+RECONNECT_MS = 200
+RECONNECT_MAX_MS = 2000
 # A peer that has not finished its ZMTP (and CURVE) greeting after this long is dropped, so
 # half-open connections do not hold the learner's file descriptors for libzmq's default 30 s.
 HANDSHAKE_MS = 10_000
@@ -193,8 +198,8 @@ def make_socket(ctx: zmq.Context, kind: int, *, max_bytes: int, keys: CurveKeys 
     sock = ctx.socket(kind)
     sock.linger = 0
     sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
-    sock.setsockopt(zmq.RECONNECT_IVL, 200)
-    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 5000)
+    sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_MAX_MS)
     sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
     sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, 10)
     sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 5)
