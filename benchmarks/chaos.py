@@ -83,6 +83,9 @@ class Chaos:
         self.records: list[FaultRecord] = []
         self.flood_windows: list[tuple[float, float]] = []
         self.forged_sent = 0
+        # forged rollouts sent but not yet counted when their fault ended: the learner reads its
+        # rollout socket at its training pace, one peer in turn, so a few are counted later
+        self.forged_owed: list[tuple[float, int]] = []
         self.resumes: list[dict] = []
         self.restarts: list[tuple[float, str]] = []
         self.orphans = 0
@@ -224,6 +227,8 @@ class Chaos:
         self.forged_sent += sent
         end = self.sampler.now()
         self.flood_windows.append((start, end))
+        if counted < sent:
+            self.forged_owed.append((end, sent - counted))
         return end, {"sent": sent, "counted_rejected": counted, "actor_id": victim}
 
     def full_disk(self) -> tuple[float, dict]:
@@ -318,14 +323,25 @@ def memory_summary(samples: list[tuple[float, dict[str, float]]], warmup: float)
     return out
 
 
-def rejected_outside(samples: list[tuple[float, dict]], windows: list[tuple[float, float]], grace: float) -> int:
-    """Rejections counted between samples outside every flood window (+ `grace` s): honest ones.
-    A counter that goes down (a resumed learner) starts a new baseline."""
-    total = 0
+def rejected_outside(samples: list[tuple[float, dict]], windows: list[tuple[float, float]], grace: float,
+                     owed: list[tuple[float, int]] = ()) -> int:
+    """Rejections counted between samples outside every flood window (+ `grace` s): honest ones,
+    less the forged rollouts still in flight when their fault ended (`owed`: (end, how many),
+    counted once read). A counter that goes down (a resumed learner, which never reads what the
+    killed one left queued) starts a new baseline and forgets what was owed."""
+    total, pending = 0, sorted(owed)
+    late = 0
     for (_, a), (t, b) in zip(samples, samples[1:], strict=False):
         d = b.get("rejected_messages", 0) - a.get("rejected_messages", 0)
+        if d < 0:
+            late, pending = 0, [(e, n) for e, n in pending if e > t]
+            continue
+        while pending and pending[0][0] <= t:
+            late += pending.pop(0)[1]
         if d > 0 and not any(s <= t <= e + grace for s, e in windows):
-            total += d
+            excused = min(d, late)
+            late -= excused
+            total += d - excused
     return total
 
 
@@ -374,7 +390,8 @@ def report(ch: Chaos, warmup: float, exit_codes: dict[str, int | None], audits: 
         # at most one line a full disk (none where no checkpoint fell due while it was full)
         "full_disk_one_line": all(len(d["learner_said"]) <= 1 for d in disk),
         "full_disk_with_a_checkpoint_due": sum(len(d["learner_said"]) == 1 for d in disk),
-        "honest_rejected": rejected_outside(chaos_rows, ch.flood_windows, grace=5.0),
+        "honest_rejected": rejected_outside(chaos_rows, ch.flood_windows, grace=5.0, owed=ch.forged_owed),
+        "forged_counted_late": sum(n for _, n in ch.forged_owed),
         "calm_rejected": calm_rows[-1][1].get("rejected_messages") if calm_rows else None,
         "forged_sent": ch.forged_sent,
         "skipped_updates": last.get("skipped_updates", 0),

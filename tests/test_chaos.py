@@ -92,3 +92,22 @@ def test_short_chaos_run_loses_nothing_and_heals(tmp_path):
         assert {"learner", "host", "emulator", "actor0", "remote"} <= set(data["memory"][run]), data["memory"][run]
     assert s["mean_return_chaos"] is not None and s["mean_return_calm"] is not None
     assert proc.returncode == (0 if s["ok"] else 1)
+
+
+def test_forged_rollouts_counted_after_their_window_are_not_called_honest():
+    """The learner reads its rollout socket at its training pace, one peer in turn: forged
+    rollouts still queued when their fault ended are counted rejected later. Those, and only as
+    many as were owed, are not honest rejections; a restarted learner never reads them."""
+    from benchmarks.chaos import rejected_outside
+
+    def rows(*counts: int) -> list[tuple[float, dict]]:
+        return [(float(t), {"rejected_messages": c}) for t, c in enumerate(counts)]
+
+    window = [(1.0, 2.0)]  # forged rollouts sent from t=1 to 2, 2 of them still queued at its end
+    late = rows(0, 40, 48, 48, 48, 48, 48, 48, 48, 49, 50)  # counted at t=9 and 10, past the grace
+    assert rejected_outside(late, window, grace=5.0) == 2
+    assert rejected_outside(late, window, grace=5.0, owed=[(2.0, 2)]) == 0
+    more = rows(0, 40, 48, 48, 48, 48, 48, 48, 48, 49, 53)  # 3 more than were owed: honest ones
+    assert rejected_outside(more, window, grace=5.0, owed=[(2.0, 2)]) == 3
+    restarted = rows(0, 40, 48, 48, 0, 0, 0, 0, 0, 1, 2)  # the learner was killed at t=4
+    assert rejected_outside(restarted, window, grace=5.0, owed=[(2.0, 2)]) == 2
