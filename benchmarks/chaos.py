@@ -55,7 +55,7 @@ from learner import checkpoint
 from testkit.floods import HelloFlood
 from testkit.processes import free_base_port
 from testkit.rollouts import cartpole_rollout
-from testkit.run_files import read_actors
+from testkit.run_files import read_actors, rejected_outside
 
 FAULTS = ("kill_emulator", "kill_host", "kill_actor", "stop_actor", "kill_learner", "partition",
           "hello_flood", "forged", "full_disk")
@@ -321,28 +321,6 @@ def memory_summary(samples: list[tuple[float, dict[str, float]]], warmup: float)
                                                            - np.median([v for _, v in late[:12]])), 1) if late else None,
                      "slope_mb_per_h": slope}
     return out
-
-
-def rejected_outside(samples: list[tuple[float, dict]], windows: list[tuple[float, float]], grace: float,
-                     owed: list[tuple[float, int]] = ()) -> int:
-    """Rejections counted between samples outside every flood window (+ `grace` s): honest ones,
-    less the forged rollouts still in flight when their fault ended (`owed`: (end, how many),
-    counted once read). A counter that goes down (a resumed learner, which never reads what the
-    killed one left queued) starts a new baseline and forgets what was owed."""
-    total, pending = 0, sorted(owed)
-    late = 0
-    for (_, a), (t, b) in zip(samples, samples[1:], strict=False):
-        d = b.get("rejected_messages", 0) - a.get("rejected_messages", 0)
-        if d < 0:
-            late, pending = 0, [(e, n) for e, n in pending if e > t]
-            continue
-        while pending and pending[0][0] <= t:
-            late += pending.pop(0)[1]
-        if d > 0 and not any(s <= t <= e + grace for s, e in windows):
-            excused = min(d, late)
-            late -= excused
-            total += d - excused
-    return total
 
 
 def return_at(samples: list[tuple[float, dict]], frames: int) -> float | None:

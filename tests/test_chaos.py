@@ -98,7 +98,7 @@ def test_forged_rollouts_counted_after_their_window_are_not_called_honest():
     """The learner reads its rollout socket at its training pace, one peer in turn: forged
     rollouts still queued when their fault ended are counted rejected later. Those, and only as
     many as were owed, are not honest rejections; a restarted learner never reads them."""
-    from benchmarks.chaos import rejected_outside
+    from testkit.run_files import rejected_outside
 
     def rows(*counts: int) -> list[tuple[float, dict]]:
         return [(float(t), {"rejected_messages": c}) for t, c in enumerate(counts)]
