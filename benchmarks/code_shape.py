@@ -62,8 +62,8 @@ def files_naming(rev: str, pattern: str) -> list[str]:
 
 
 def shape(rev: str) -> None:
-    learner = _sources(rev, ("learner",))
     product = _sources(rev, PRODUCT)
+    learner = {f: src for f, src in product.items() if f.startswith("learner/")}
     print(f"## {rev} ({_git('rev-parse', '--short', rev).strip()})")
     print("largest classes in learner/ (lines, methods):")
     for lines, name, f, methods in largest_classes(learner):

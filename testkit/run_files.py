@@ -54,8 +54,7 @@ def rejected_outside(samples: list[tuple[float, dict]], windows: list[tuple[floa
     less the forged rollouts still in flight when their fault ended (`owed`: (end, how many),
     counted once read). A counter that goes down (a resumed learner, which never reads what the
     killed one left queued) starts a new baseline and forgets what was owed."""
-    total, pending = 0, sorted(owed)
-    late = 0
+    total, late, pending = 0, 0, sorted(owed)
     for (_, a), (t, b) in zip(samples, samples[1:], strict=False):
         d = b.get("rejected_messages", 0) - a.get("rejected_messages", 0)
         if d < 0:
