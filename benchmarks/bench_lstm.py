@@ -40,12 +40,15 @@ def main(argv: list[str] | None = None) -> None:
         dones[args.T // 2, 0] = True
         state0 = torch.zeros(B, *model.state_shape)
 
+        cell, H = model.cell, model.hidden
+
         def run(path: str, obs=obs, state0=state0, dones=dones, B=B) -> None:
             x = model.encoder(obs.flatten(0, 1)).view(args.T + 1, B, -1)
-            logits, values, _ = getattr(model, path)(x, state0, dones)
-            (logits.square().sum() + values.sum()).backward()
+            hs, _ = getattr(model, path)(cell, x, state0[..., :H], dones)
+            (model.policy(hs).square().sum() + model.value(hs).sum()).backward()
 
-        assert model._unroll_native(model.encoder(obs.flatten(0, 1)).view(args.T + 1, B, -1), state0, dones) is not None
+        x0 = model.encoder(obs.flatten(0, 1)).view(args.T + 1, B, -1)
+        assert model._unroll_native(cell, x0, state0[..., :H], dones) is not None
         steps, native = _time(lambda: run("_unroll_steps"), args.reps), _time(lambda: run("_unroll_native"), args.reps)
         print(f"| {args.T + 1} x {B} | {1e3 * steps:.1f} | {1e3 * native:.1f} | {steps / native:.1f}x |", flush=True)
 
