@@ -33,14 +33,13 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     model = build_model(model_spec((2,), 1, 2, 64, model="lstm", lstm_hidden=128)).train()
+    cell, H = model.cell, model.hidden
     print("| T x B | step loop (ms) | native (ms) | ratio |\n| --- | --- | --- | --- |")
     for B in args.B:
         obs = torch.randn(args.T + 1, B, 2)
         dones = torch.zeros(args.T + 1, B, dtype=torch.bool)
         dones[args.T // 2, 0] = True
         state0 = torch.zeros(B, *model.state_shape)
-
-        cell, H = model.cell, model.hidden
 
         def run(path: str, obs=obs, state0=state0, dones=dones, B=B) -> None:
             x = model.encoder(obs.flatten(0, 1)).view(args.T + 1, B, -1)
