@@ -33,7 +33,6 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     model = build_model(model_spec((2,), 1, 2, 64, model="lstm", lstm_hidden=128)).train()
-    cell, H = model.cell, model.hidden
     print("| T x B | step loop (ms) | native (ms) | ratio |\n| --- | --- | --- | --- |")
     for B in args.B:
         obs = torch.randn(args.T + 1, B, 2)
@@ -43,11 +42,10 @@ def main(argv: list[str] | None = None) -> None:
 
         def run(path: str, obs=obs, state0=state0, dones=dones, B=B) -> None:
             x = model.encoder(obs.flatten(0, 1)).view(args.T + 1, B, -1)
-            hs, _ = getattr(model, path)(cell, x, state0[..., :H], dones)
-            (model.policy(hs).square().sum() + model.value(hs).sum()).backward()
+            logits, values, _ = getattr(model, path)(x, state0, dones)
+            (logits.square().sum() + values.sum()).backward()
 
-        x0 = model.encoder(obs.flatten(0, 1)).view(args.T + 1, B, -1)
-        assert model._unroll_native(cell, x0, state0[..., :H], dones) is not None
+        assert model._unroll_native(model.encoder(obs.flatten(0, 1)).view(args.T + 1, B, -1), state0, dones) is not None
         steps, native = _time(lambda: run("_unroll_steps"), args.reps), _time(lambda: run("_unroll_native"), args.reps)
         print(f"| {args.T + 1} x {B} | {1e3 * steps:.1f} | {1e3 * native:.1f} | {steps / native:.1f}x |", flush=True)
 

@@ -106,88 +106,51 @@ MODEL_CHOICES = ("auto", "cnn", "mlp", "lstm")
 
 class RecurrentNet(Agent):
     """An encoder (the Nature CNN's torso, or an MLP trunk), an LSTM cell, policy and value heads.
-    The cell's c is clamped to +-CELL_BOUND each step, so every state an actor holds is bounded.
-
-    `spec["critic"] == "separate"` (the MLP encoder's choice): the value has its own encoder and
-    LSTM, as recurrent PPO has it on vector tasks (SB3's RecurrentPPO, `enable_critic_lstm`):
-    with one shared core the value loss, its returns in the hundreds, drives the memory the
-    policy reads. The state then holds both cores side by side: h = [h_policy, h_value], and the
-    same for c, [B, 2, 2 * lstm_hidden]."""
+    The cell's c is clamped to +-CELL_BOUND each step, so every state an actor holds is bounded."""
 
     def __init__(self, spec: dict[str, Any]):
         super().__init__()
         stack, frame = spec["frame_stack"], spec["frame_shape"]
-        self.separate = spec.get("critic", "shared") == "separate"
         if spec["encoder"] == "cnn":
-            if self.separate:
-                raise ValueError("a separate critic core is built for the MLP encoder only")
             cnn = NatureCNN(stack, frame[0], 1)
             self.encoder: nn.Module = nn.Sequential(cnn.torso, cnn.fc)
             self.scale, n_feat = 1.0 / 255.0, 512
         else:
             hidden = spec["hidden"]
-
-            def trunk() -> nn.Module:
-                return nn.Sequential(nn.Flatten(), _init(nn.Linear(int(np.prod(frame)) * stack, hidden)), nn.Tanh())
-
-            self.encoder = trunk()
-            if self.separate:
-                self.critic_encoder = trunk()
+            self.encoder = nn.Sequential(nn.Flatten(), _init(nn.Linear(int(np.prod(frame)) * stack, hidden)),
+                                         nn.Tanh())
             self.scale, n_feat = 1.0, hidden
         h = spec["lstm_hidden"]
-        self.hidden = h
         self.cell = nn.LSTMCell(n_feat, h)
-        if self.separate:
-            self.critic_cell = nn.LSTMCell(n_feat, h)
         self.policy = _init(nn.Linear(h, spec["n_actions"]), 0.01)
         self.value = _init(nn.Linear(h, 1), 1.0)
-        self.state_shape = (2, 2 * h if self.separate else h)
+        self.state_shape = (2, h)
         self.state_bound = (1.0, CELL_BOUND)
 
-    def paths(self) -> list[tuple[nn.Module, nn.LSTMCell]]:
-        """(encoder, cell) of each core in state order: the policy's, then the critic's if separate."""
-        return [(self.encoder, self.cell)] + ([(self.critic_encoder, self.critic_cell)] if self.separate else [])
-
-    def _heads(self, hs: list[Tensor]) -> tuple[Tensor, Tensor]:
-        return self.policy(hs[0]), self.value(hs[-1]).squeeze(-1)
+    def _cell(self, x: Tensor, state: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        h, c = self.cell(x, (state[:, 0], state[:, 1]))
+        c = c.clamp(-CELL_BOUND, CELL_BOUND)
+        return self.policy(h), self.value(h).squeeze(-1), torch.stack([h, c], dim=1)
 
     def core(self, obs: Tensor, state: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        x, H = obs.float() * self.scale, self.hidden
-        hs, cs = [], []
-        for k, (encoder, cell) in enumerate(self.paths()):
-            part = state[..., k * H:(k + 1) * H]
-            h, c = cell(encoder(x), (part[:, 0], part[:, 1]))
-            hs.append(h)
-            cs.append(c.clamp(-CELL_BOUND, CELL_BOUND))
-        logits, value = self._heads(hs)
-        return logits, value, torch.stack([torch.cat(hs, -1), torch.cat(cs, -1)], dim=1)
+        return self._cell(self.encoder(obs.float() * self.scale), state)
 
     def unroll(self, obs: Tensor, state0: Tensor, dones: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(logits, values, states) over [T, B] observations from state0, the state reset where
         `dones` is set; states[t] is the state after step t (for no-gradient uses only).
 
-        The encoder sees all T*B observations at once. Each cell runs as torch's native LSTM over
+        The encoder sees all T*B observations at once. The cell runs as torch's native LSTM over
         the stretches between resets (one call each, no Python step loop: 20x faster on CPU);
-        that equals stepping the cell as `core` does as long as no cell value reaches the clamp,
-        which a no-gradient replay of the cell state checks; where one does, the exact step loop
-        runs."""
+        that equals stepping `_cell` as long as no cell value reaches the clamp, which a
+        no-gradient replay of the cell state checks; where one does, the exact step loop runs."""
         T, B = obs.shape[:2]
-        x, H = obs.flatten(0, 1).float() * self.scale, self.hidden
-        hs, states = [], []
-        for k, (encoder, cell) in enumerate(self.paths()):
-            xk = encoder(x).view(T, B, -1)
-            part = state0[..., k * H:(k + 1) * H]
-            out = self._unroll_native(cell, xk, part, dones)
-            Hk, Ck = out if out is not None else self._unroll_steps(cell, xk, part, dones)
-            hs.append(Hk)
-            states.append(torch.stack([Hk.detach(), Ck.detach()], dim=2))
-        logits, values = self._heads(hs)
-        return logits, values, torch.cat(states, -1)
+        x = self.encoder(obs.flatten(0, 1).float() * self.scale).view(T, B, -1)
+        out = self._unroll_native(x, state0, dones)
+        return out if out is not None else self._unroll_steps(x, state0, dones)
 
-    @staticmethod
-    def _unroll_native(cell: nn.LSTMCell, x: Tensor, state0: Tensor, dones: Tensor) -> tuple[Tensor, Tensor] | None:
-        """(H, C) [T, B, H] of `cell` over x [T, B, F] by torch's LSTM, or None where the clamp acts."""
-        T = x.shape[0]
+    def _unroll_native(self, x: Tensor, state0: Tensor, dones: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+        T, B = x.shape[:2]
+        cell = self.cell
         params = [cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh]
         keep = (~dones.bool()).to(x.dtype).unsqueeze(-1)  # [T, B, 1]
         cuts = [0, *(dones[1:].bool().any(dim=1).nonzero().flatten() + 1).tolist(), T]
@@ -195,7 +158,7 @@ class RecurrentNet(Agent):
         hs = []
         for a, b in zip(cuts[:-1], cuts[1:], strict=True):
             h, c = h * keep[a], c * keep[a]
-            out, h, c = torch.lstm(x[a:b], (h[None], c[None]), params, True, 1, 0.0, cell.training, False, False)
+            out, h, c = torch.lstm(x[a:b], (h[None], c[None]), params, True, 1, 0.0, self.training, False, False)
             h, c = h[0], c[0]
             hs.append(out)
         H = torch.cat(hs)
@@ -211,21 +174,20 @@ class RecurrentNet(Agent):
             C = torch.stack(cs)
             if not bool(C.abs().max() < CELL_BOUND):  # the clamp would act: step exactly
                 return None
-        return H, C
+        return self.policy(H), self.value(H).squeeze(-1), torch.stack([H.detach(), C], dim=2)
 
-    @staticmethod
-    def _unroll_steps(cell: nn.LSTMCell, x: Tensor, state0: Tensor, dones: Tensor) -> tuple[Tensor, Tensor]:
-        """(H, C) of `cell` stepped one observation at a time, clamped as `core` clamps."""
+    def _unroll_steps(self, x: Tensor, state0: Tensor, dones: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         T, B = x.shape[:2]
         keep = (~dones.bool()).to(x.dtype).view(T, B, 1)
         h, c = state0[:, 0], state0[:, 1]
         hs, cs = [], []
         for t in range(T):
-            h, c = cell(x[t], (h * keep[t], c * keep[t]))
+            h, c = self.cell(x[t], (h * keep[t], c * keep[t]))
             c = c.clamp(-CELL_BOUND, CELL_BOUND)
             hs.append(h)
             cs.append(c)
-        return torch.stack(hs), torch.stack(cs)
+        H, C = torch.stack(hs), torch.stack(cs)
+        return self.policy(H), self.value(H).squeeze(-1), torch.stack([H, C], dim=2).detach()
 
     def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         """(logits, value) from the initial state: one observation with no memory."""
@@ -237,8 +199,7 @@ def model_spec(frame_shape: tuple[int, ...], frame_stack: int, n_actions: int, h
                model: str = "auto", lstm_hidden: int = 128) -> dict[str, Any]:
     """Everything that fixes the architecture; travels in the welcome message. `model`: auto
     (the Nature CNN for images, the MLP for vectors), cnn, mlp, or lstm (an LSTM core of
-    `lstm_hidden` units after the encoder auto picks; with the MLP encoder the value gets a core
-    of its own, `critic = "separate"`)."""
+    `lstm_hidden` units after the encoder auto picks)."""
     image = len(frame_shape) == 2
     if model not in MODEL_CHOICES:
         raise ValueError(f"model must be one of {', '.join(MODEL_CHOICES)}, got {model!r}")
@@ -253,8 +214,7 @@ def model_spec(frame_shape: tuple[int, ...], frame_stack: int, n_actions: int, h
         "hidden": hidden,
     }
     if model == "lstm":
-        spec.update(kind="lstm", encoder=encoder, lstm_hidden=lstm_hidden,
-                    critic="separate" if encoder == "mlp" else "shared")
+        spec.update(kind="lstm", encoder=encoder, lstm_hidden=lstm_hidden)
     return spec
 
 
@@ -262,8 +222,7 @@ def state_spec(spec: dict[str, Any]) -> tuple[tuple[int, ...], tuple[float, ...]
     """(shape, bound per row) of the recurrent state a model of `spec` carries: what a rollout's
     core_state must be. ((0,), ()) for feed-forward models."""
     if spec["kind"] == "lstm":
-        cores = 2 if spec.get("critic", "shared") == "separate" else 1
-        return (2, cores * spec["lstm_hidden"]), (1.0, CELL_BOUND)
+        return (2, spec["lstm_hidden"]), (1.0, CELL_BOUND)
     return (0,), ()
 
 

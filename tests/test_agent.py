@@ -65,7 +65,7 @@ def test_lstm_state_stays_within_its_bound():
     model = build_model(SPECS["lstm-mlp"]).eval()
     with torch.no_grad():
         for p in [*model.encoder.parameters(), *model.cell.parameters()]:
-            p.fill_(5.0)  # input and forget gates open: c grows by about 1 a step
+            p.fill_(5.0)  # a positive encoding, gates open  # input and forget gates open: c grows by about 1 a step
         state = model.initial_state(1)
         state[:, 1] = CELL_BOUND - 200  # c grows by about 1 a step: past the bound in 300 steps
         for _ in range(300):
@@ -74,38 +74,29 @@ def test_lstm_state_stays_within_its_bound():
     assert state[0, 1].abs().max() == pytest.approx(CELL_BOUND)
 
 
-def _core_inputs(model, obs, state0):
-    """(cell, x [T, B, F], its part of state0) for each of the model's cores."""
-    T, B, H = obs.shape[0], obs.shape[1], model.hidden
-    x = obs.flatten(0, 1).float() * model.scale
-    return [(cell, encoder(x).view(T, B, -1), state0[..., k * H:(k + 1) * H])
-            for k, (encoder, cell) in enumerate(model.paths())]
-
-
 def test_native_unroll_equals_the_step_loop_with_gradients():
-    """The learner's unroll runs torch's LSTM between resets; its outputs, states and gradients
-    equal the exact per-step loop (the cell the actor steps), for each core."""
+    """The learner's unroll runs torch's LSTM between resets; its logits, values, states and
+    gradients equal the exact per-step loop (the `_cell` the actor steps)."""
     torch.manual_seed(0)
     model = build_model(SPECS["lstm-mlp"]).train()
-    assert len(model.paths()) == 2, "the MLP encoder's LSTM has a separate critic core"
     T, B, g = 40, 3, torch.Generator().manual_seed(2)
     obs = _obs(SPECS["lstm-mlp"], T, B, g)
     dones = torch.zeros(T, B, dtype=torch.bool)
     dones[0, 1] = dones[9, 0] = dones[9, 2] = dones[30, 1] = True
     state0 = torch.rand(B, *model.state_shape, generator=g) - 0.5
-    for cell, x, part in _core_inputs(model, obs, state0):
-        native = model._unroll_native(cell, x, part, dones)
-        assert native is not None, "no clamp acts here: the native path must run"
-        steps = model._unroll_steps(cell, x, part, dones)
-        grads = []
-        for out in (native, steps):
-            model.zero_grad()
-            (out[0].square().sum() + out[0].sum()).backward(retain_graph=True)
-            grads.append([torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in model.parameters()])
-        for a, b in zip(native, steps, strict=True):
-            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-        for a, b in zip(*grads, strict=True):
-            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    x = model.encoder(obs.flatten(0, 1)).view(T, B, -1)
+    native = model._unroll_native(x, state0, dones)
+    assert native is not None, "no clamp acts here: the native path must run"
+    steps = model._unroll_steps(x, state0, dones)
+    grads = []
+    for out in (native, steps):
+        model.zero_grad()
+        (out[0].square().sum() + out[1].sum()).backward(retain_graph=True)
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(native, steps, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
 def test_unroll_steps_exactly_where_the_clamp_acts():
@@ -114,42 +105,20 @@ def test_unroll_steps_exactly_where_the_clamp_acts():
     model = build_model(SPECS["lstm-mlp"]).eval()
     with torch.no_grad():
         for p in [*model.encoder.parameters(), *model.cell.parameters()]:
-            p.fill_(5.0)  # c grows by about 1 a step
+            p.fill_(5.0)  # a positive encoding, gates open  # c grows by about 1 a step
         T, B = 30, 2
         obs = torch.ones(T, B, 4)
         dones = torch.zeros(T, B, dtype=torch.bool)
         state0 = torch.zeros(B, *model.state_shape)
         state0[:, 1] = CELL_BOUND - 10  # reaches the bound after about 10 steps
-        cell, x, part = _core_inputs(model, obs, state0)[0]
-        assert model._unroll_native(cell, x, part, dones) is None
+        x = model.encoder(obs.flatten(0, 1)).view(T, B, -1)
+        assert model._unroll_native(x, state0, dones) is None
         logits_u, _, states_u = model.unroll(obs, state0, dones)
         state = state0
         for t in range(T):
             logits, _, state = model.step(obs[t], state, dones[t])
             torch.testing.assert_close(logits, logits_u[t])
         assert states_u[:, :, 1].abs().max() == pytest.approx(CELL_BOUND)
-
-
-def test_the_separate_critic_core_keeps_the_value_loss_out_of_the_policy_memory():
-    """With the MLP encoder the value has its own encoder and LSTM: a value loss puts no
-    gradient on the policy's encoder, cell or head, and a policy loss none on the critic's.
-    With the CNN encoder the core is shared (the Atari convention)."""
-    torch.manual_seed(0)
-    model = build_model(SPECS["lstm-mlp"]).train()
-    T, B = 12, 2
-    obs = _obs(SPECS["lstm-mlp"], T, B, torch.Generator().manual_seed(1))
-    dones = torch.zeros(T, B, dtype=torch.bool)
-    logits, values, _ = model.unroll(obs, model.initial_state(B), dones)
-    policy_side = [*model.encoder.parameters(), *model.cell.parameters(), *model.policy.parameters()]
-    critic_side = [*model.critic_encoder.parameters(), *model.critic_cell.parameters(), *model.value.parameters()]
-    g_value = torch.autograd.grad(values.square().sum(), policy_side + critic_side, retain_graph=True, allow_unused=True)
-    g_policy = torch.autograd.grad(logits.square().sum(), policy_side + critic_side, allow_unused=True)
-    n = len(policy_side)
-    assert all(g is None or not g.any() for g in g_value[:n])
-    assert all(g is not None and g.any() for g in g_value[n:])
-    assert all(g is None or not g.any() for g in g_policy[n:])
-    assert all(g is not None and g.any() for g in g_policy[:n])
-    assert build_model(SPECS["lstm-cnn"]).paths().__len__() == 1
 
 
 def test_feed_forward_state_is_empty():

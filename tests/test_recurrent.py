@@ -18,7 +18,6 @@ from tests.scripted import ScriptedActor
 
 LSTM = ("--env", CARTPOLE_NOVEL, "--preset", "none", "--model", "lstm", "--lstm-hidden", "16",
         "--batch-size", "64", "--unroll-length", "16", "--save-interval", "2")
-W = 2 * 16  # the state's width: h (then c) of the policy's core and of the critic's, 16 units each
 
 
 def _novel_rollout(actor_id: int, version: int, state: np.ndarray) -> protocol.Rollout:
@@ -28,10 +27,10 @@ def _novel_rollout(actor_id: int, version: int, state: np.ndarray) -> protocol.R
 
 
 def test_the_scripted_rollouts_differ_from_a_valid_one_in_the_state_only():
-    spec = protocol.RolloutSpec(16, (2,), "float32", 1, 2, state_shape=(2, W), state_bound=(1.0, CELL_BOUND))
-    good = _novel_rollout(0, 0, np.zeros((2, W), np.float32))
+    spec = protocol.RolloutSpec(16, (2,), "float32", 1, 2, state_shape=(2, 16), state_bound=(1.0, CELL_BOUND))
+    good = _novel_rollout(0, 0, np.zeros((2, 16), np.float32))
     protocol.validate_rollout(protocol.decode(protocol.encode_rollout(good)), spec, latest_version=0)
-    bad = _novel_rollout(0, 0, np.full((2, W), 2.0, np.float32))
+    bad = _novel_rollout(0, 0, np.full((2, 16), 2.0, np.float32))
     with pytest.raises(protocol.ProtocolError, match="core_state"):
         protocol.validate_rollout(protocol.decode(protocol.encode_rollout(bad)), spec, latest_version=0)
 
@@ -58,10 +57,10 @@ def test_lstm_trains_from_an_actor_host_and_hostile_states_are_counted(procs, tm
     try:
         evil.join()
         version = evil.newest_weights()["version"]
-        good = np.zeros((2, W), np.float32)
-        hostile = [good + 2.0, np.full((2, W), np.nan, np.float32),
-                   np.stack([np.zeros(W), np.full(W, CELL_BOUND * 10)]).astype(np.float32),
-                   np.zeros((2, W + 1), np.float32)]
+        good = np.zeros((2, 16), np.float32)
+        hostile = [good + 2.0, np.full((2, 16), np.nan, np.float32),
+                   np.stack([np.zeros(16), np.full(16, CELL_BOUND * 10)]).astype(np.float32),
+                   np.zeros((2, 17), np.float32)]
         for state in hostile:
             evil.send(evil.rollout_message(_novel_rollout(evil.actor_id, version, state)))
         wait_for(lambda: last_metrics(run)["rejected_messages"] >= len(hostile), 30, "hostile states counted")

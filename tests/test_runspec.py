@@ -170,7 +170,7 @@ def test_the_actor_link_parses_the_welcome_into_a_spec():
 def test_a_recurrent_model_round_trips_with_its_state_bounds():
     s = over_the_wire(RunSpec.from_config(Config(env="CartPole-v1", model="lstm", lstm_hidden=16)))
     assert s.model.kind == "lstm" and s.model.option("encoder") == "mlp" and s.model.option("lstm_hidden") == 16
-    assert s.rollout.state_shape == (2, 2 * 16) and len(s.rollout.state_bound) == 2  # policy and critic cores
+    assert s.rollout.state_shape == (2, 16) and len(s.rollout.state_bound) == 2
     build_model(s.model.as_dict())
 
 
