@@ -31,6 +31,13 @@ def test_the_env_picks_its_preset():
     assert Config().clip_rewards is False, "without the preset the default stays off"
 
 
+def test_the_velocity_free_cartpole_gets_classic_control_with_a_light_value_loss():
+    cfg = cfg_of("--env", "retrofleet/CartPoleNoVel-v1", "--model", "lstm")
+    assert cfg.preset == "pomdp-cartpole" and cfg.vf_coef == 0.005
+    assert {k: getattr(cfg, k) for k in CLASSIC} == CLASSIC and cfg.anneal_lr is False
+    assert cfg_of("--env", "CartPole-v1").vf_coef == Config().vf_coef == 0.5, "CartPole itself keeps 0.5"
+
+
 def test_an_env_no_section_matches_gets_the_defaults():
     cfg = cfg_of("--env", "Acrobot-v1")
     assert cfg.preset == "none" and cfg == Config(env="Acrobot-v1", preset="none")
