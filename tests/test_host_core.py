@@ -253,3 +253,37 @@ def test_policy_on_cuda_matches_the_cpu_and_cuts_valid_rollouts():
     for k in range(2):
         protocol.validate_rollout(protocol.decode(protocol.encode_rollout(out[k][0], token="t" * 32)), spec_of(s),
                                   latest_version=0)
+
+
+def test_the_host_keeps_one_lstm_state_per_slot_and_resets_it_on_done():
+    """--model lstm in the host: each emulator slot carries its own recurrent state from rollout
+    to rollout and resets it where an episode ends. The learner, replaying the rollouts from the
+    states they carry with the same weights, finds V-trace ratios of exactly 1; a host that
+    forgot the reset (or mixed slots' states) would not."""
+    from learner.batcher import collate
+    from learner.trainer import Trainer
+
+    cfg = Config(env="CartPole-v1", hidden_size=32, unroll_length=T, model="lstm", lstm_hidden=16,
+                 batch_size=4 * T, epochs=1, minibatches=1)
+    s = RunSpec.from_wire(RunSpec.from_config(cfg).to_wire())
+    torch.manual_seed(5)
+    model = build_model(s.model.as_dict()).eval()
+    with torch.no_grad():
+        model.policy.weight.mul_(1000.0)  # from its 0.01-gain start: logits that depend on the state
+    sampler = Sampler.from_spec(s, 2, torch.device("cpu"))
+    try:
+        sampler.policy.load(state_to_numpy(model))
+        for k in range(2):
+            sampler.assign(k, Member(k, actor_seed(3, k)))
+        out: dict[int, list] = {}
+        run_until(sampler, lambda: all(len(out.get(k, [])) >= 4 for k in range(2)), 60, out)
+    finally:
+        sampler.close()
+    rollouts = [r for k in range(2) for r in out[k][:4]]
+    assert sum(int(r.dones[:-1].sum()) for r in rollouts) >= 2, "episodes must end inside the rollouts"
+    assert all(np.abs(out[k][1].core_state).max() > 0 for k in range(2)), "a later rollout starts from a held state"
+    back = [protocol.validate_rollout(protocol.decode(protocol.encode_rollout(r)), s.rollout, latest_version=0)
+            for r in rollouts]
+    stats = Trainer(model, cfg, torch.device("cpu")).update(collate(back, 0)).stats
+    assert stats["losses/rho_mean"] == pytest.approx(1.0, abs=1e-5)
+    assert stats["losses/approx_kl"] == pytest.approx(0.0, abs=1e-6)
