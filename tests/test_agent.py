@@ -65,7 +65,7 @@ def test_lstm_state_stays_within_its_bound():
     model = build_model(SPECS["lstm-mlp"]).eval()
     with torch.no_grad():
         for p in [*model.encoder.parameters(), *model.cell.parameters()]:
-            p.fill_(5.0)  # a positive encoding, gates open  # input and forget gates open: c grows by about 1 a step
+            p.fill_(5.0)  # a positive encoding, input and forget gates open: c grows by about 1 a step
         state = model.initial_state(1)
         state[:, 1] = CELL_BOUND - 200  # c grows by about 1 a step: past the bound in 300 steps
         for _ in range(300):
@@ -105,7 +105,7 @@ def test_unroll_steps_exactly_where_the_clamp_acts():
     model = build_model(SPECS["lstm-mlp"]).eval()
     with torch.no_grad():
         for p in [*model.encoder.parameters(), *model.cell.parameters()]:
-            p.fill_(5.0)  # a positive encoding, gates open  # c grows by about 1 a step
+            p.fill_(5.0)  # a positive encoding, gates open: c grows by about 1 a step
         T, B = 30, 2
         obs = torch.ones(T, B, 4)
         dones = torch.zeros(T, B, dtype=torch.bool)
