@@ -30,9 +30,9 @@ from testkit.processes import (
 from testkit.rollouts import cartpole_rollout
 from testkit.run_files import last_metrics, pipeline_result, read_actors, read_metrics
 
-__all__ = ["BIN", "CARTPOLE", "ROOT", "Procs", "cannot_run", "cartpole_rollout", "free_base_port", "last_metrics",
-           "pipeline_result", "read_actors", "read_metrics", "run_pipeline", "solve_cartpole", "stop_processes",
-           "wait_for"]
+__all__ = ["BIN", "CARTPOLE", "ROOT", "Procs", "assert_learner_replays_exactly", "cannot_run", "cartpole_rollout",
+           "free_base_port", "last_metrics", "pipeline_result", "read_actors", "read_metrics", "run_pipeline",
+           "solve_cartpole", "stop_processes", "wait_for"]
 
 IN_CI = os.environ.get("RETROFLEET_CI") == "1"
 
@@ -57,6 +57,23 @@ def cannot_run(reason: str) -> NoReturn:
     if os.environ.get("RETROFLEET_CI") == "1":
         pytest.fail(f"cannot run in CI: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def assert_learner_replays_exactly(model, cfg, rollout_spec, rollouts) -> None:
+    """The learner, replaying `rollouts` (through the wire and its checks) with the weights that
+    collected them, finds V-trace ratios of exactly 1: actor and learner computed the same policy
+    at every step, recurrent state and resets included."""
+    import torch
+
+    from common import protocol
+    from learner.batcher import collate
+    from learner.trainer import Trainer
+
+    back = [protocol.validate_rollout(protocol.decode(protocol.encode_rollout(r)), rollout_spec, latest_version=0)
+            for r in rollouts]
+    stats = Trainer(model, cfg, torch.device("cpu")).update(collate(back, 0)).stats
+    assert stats["losses/rho_mean"] == pytest.approx(1.0, abs=1e-5)
+    assert stats["losses/approx_kl"] == pytest.approx(0.0, abs=1e-6)
 
 
 def solve_cartpole(run_dir: Path, *flags: str) -> dict:

@@ -10,6 +10,7 @@ from common.agent import CELL_BOUND
 from common.config import Config, ConfigError
 from common.model import build_model, model_spec
 from common.runspec import RunSpec
+from tests.conftest import assert_learner_replays_exactly
 
 SPECS = {
     "lstm-mlp": model_spec((4,), 1, 3, 16, "lstm", 8),
@@ -143,11 +144,8 @@ def test_learner_unroll_reproduces_the_actors_policy():
     carried across rollouts and reset on done) give V-trace ratios of exactly 1 when the learner
     replays them with the same weights: the state sent and the resets agree."""
     from actor.rollout import RolloutCollector
-    from common import protocol
     from common.envs import make_env
-    from learner.batcher import collate
     from learner.server import specs
-    from learner.trainer import Trainer
 
     torch.manual_seed(3)
     cfg = Config(env="CartPole-v1", model="lstm", lstm_hidden=16, unroll_length=32, batch_size=128,
@@ -161,8 +159,4 @@ def test_learner_unroll_reproduces_the_actors_policy():
     rollouts = [collector.collect(model, 0) for _ in range(4)]
     assert sum(r.dones.sum() for r in rollouts) >= 3, "episodes must end inside the rollouts"
     assert np.abs(rollouts[1].core_state).max() > 0, "a later rollout starts from a held state"
-    back = [protocol.validate_rollout(protocol.decode(protocol.encode_rollout(r)), rspec, latest_version=0)
-            for r in rollouts]
-    stats = Trainer(model, cfg, torch.device("cpu")).update(collate(back, 0)).stats
-    assert stats["losses/rho_mean"] == pytest.approx(1.0, abs=1e-5)
-    assert stats["losses/approx_kl"] == pytest.approx(0.0, abs=1e-6)
+    assert_learner_replays_exactly(model, cfg, rspec, rollouts)
