@@ -8,8 +8,8 @@
        +-- new session -- LOST <-----------------+
        +-- "rejoin" note from the learner (it forgot us), from any state
 
-LOST holds rollouts and heartbeats back until weights arrive again: the same session means the
-same learner (a network blip) and the link goes back to where it was; another session means
+LOST holds rollouts and heartbeats back until every link is up again and weights arrive: the
+same session means the same learner (a network blip) and the link goes back to where it was; another session means
 the learner restarted, and the link joins it again with its old id (JOINING). The pieces
 (join, heartbeat, weights, send) work for any caller that has an actor id to speak for.
 
@@ -241,9 +241,15 @@ class LearnerLink:
         if old is not None:
             old.close(0)
         sock = transport.make_socket(self.ctx, kind, max_bytes=max_bytes, keys=self.keys, tcp_buffer=tcp_buffer)
-        sock.connect(transport.endpoint(self.host, self.port, offset))
+        # the watch before the connect: a handshake it missed would hide this link's later loss
         self.watches[role] = transport.LinkWatch(sock, role, log)
+        sock.connect(transport.endpoint(self.host, self.port, offset))
         return sock
+
+    def _links_whole(self) -> bool:
+        """No link lost since its last handshake: weights alone do not end LOST, because the
+        last weights of a learner that just died can still arrive after its other links dropped."""
+        return all(w.down_since is None for w in self.watches.values())
 
     def open_data_links(self, model: torch.nn.Module | None = None) -> None:
         """Rollouts and weights sockets, sized by the welcome's settings; `model` (first time)
@@ -368,7 +374,7 @@ class LearnerLink:
                 self._rejoin("learner restarted (new session)")
                 if msg["session"] != self.welcome.session:
                     return False  # yet another session; the next weights will do
-            if self.state is State.LOST:
+            if self.state is State.LOST and self._links_whole():
                 self._enter(self.resume_state, "weights from our learner")
             self.weights_seen_at = time.monotonic()
             if msg.get("version", -1) <= self.version:

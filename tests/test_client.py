@@ -112,3 +112,57 @@ def test_peek_weights_reads_the_head_and_refuses_hostile_heads():
         buf[:6], b"", b"\xc1" * 40,
     ):
         assert protocol.peek_weights(hostile) is None, hostile[:40]
+
+
+def test_weights_do_not_end_lost_while_a_link_is_still_down():
+    """The last weights of a learner that was just killed can reach an actor after its
+    rollouts link dropped (CI: 5 messages of the old learner rejected by its successor). They
+    must not put the link back to RUNNING: it stays LOST, holding rollouts, until the lost link
+    is up again. Real sockets; the scripted learner loses only its rollouts socket."""
+    import zmq
+
+    from actor.link import LearnerLink, State
+
+    port = free_base_port()
+    settings = actor_settings(Config(env="CartPole-v1", publish_interval=0.5))
+    model = build_model(settings["model"])
+    state, sh = state_to_numpy(model), spec_hash(settings["model"])
+    learner = ScriptedLearner(port, settings, protocol.encode_weights(state, version=3, spec_hash=sh,
+                                                                      session="scripted"))
+    link = LearnerLink(f"tcp://127.0.0.1:{port}")
+    try:
+        import threading
+
+        t = threading.Thread(target=learner.welcome_next_hello, daemon=True)
+        t.start()
+        link.join()
+        t.join(10)
+        link.open_data_links(model)
+
+        def publish_until(pred, what, seconds=20):
+            deadline = time.monotonic() + seconds
+            while not pred():
+                link.tick()
+                learner.publish()
+                link.poll_weights(model, timeout_ms=100)
+                assert time.monotonic() < deadline, what
+
+        publish_until(lambda: link.running(), "never running")
+        wait_for(lambda: (link.tick(), link.watches["rollouts"].up)[1], 10, "rollouts link up")
+        learner.pull.close(0)  # the rollouts link drops; weights keep coming
+        wait_for(lambda: (link.tick(), link.state is State.LOST)[1], 10, "LOST after the rollouts link dropped")
+        learner.weights = protocol.encode_weights(state, version=4, spec_hash=sh, session="scripted")
+        for _ in range(10):
+            learner.publish()
+            link.poll_weights(model, timeout_ms=100)
+            link.tick()
+        assert link.version == 4, "the newer weights are still taken"
+        assert link.state is State.LOST, "weights ended LOST while the rollouts link was down"
+        assert link.try_send(b"x") is False
+        learner.pull = learner.ctx.socket(zmq.PULL)  # the rollouts link comes back
+        learner.pull.linger = 0
+        learner.pull.bind(f"tcp://127.0.0.1:{port + 1}")
+        publish_until(lambda: link.state is State.RUNNING, "not RUNNING once every link was back")
+    finally:
+        link.close()
+        learner.close()
