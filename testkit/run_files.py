@@ -32,12 +32,15 @@ def pipeline_result(run_dir: Path) -> dict:
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     m = re.search(r"reached --stop-at-return \S+: mean of the last \d+ episodes (\S+) at ([\d,]+) steps, ([\d.]+) s",
                   text)
+    means = [r["mean_return"] for r in rows if r["mean_return"] is not None]
+    if m:
+        means.append(float(m.group(1)))  # the stop line's mean can come after the last metrics row
     return {
         "solved": m is not None,
         "steps": int(m.group(2).replace(",", "")) if m else rows[-1]["steps"],
         "seconds": float(m.group(3)) if m else rows[-1]["wall_s"],
         "final_mean_return": float(m.group(1)) if m else rows[-1]["mean_return"],
-        "best_mean_return": max((r["mean_return"] for r in rows if r["mean_return"] is not None), default=None),
+        "best_mean_return": max(means, default=None),
         "updates": rows[-1]["updates"],
         "policy_lag_mean": _mean([r["policy_lag_mean"] for r in rows if r["policy_lag_mean"] is not None]),
         "policy_lag_max": max([r["policy_lag_max"] for r in rows if r["policy_lag_max"] is not None], default=None),

@@ -34,7 +34,8 @@ def test_the_env_picks_its_preset():
 def test_the_velocity_free_cartpole_gets_classic_control_with_a_light_value_loss():
     cfg = cfg_of("--env", "retrofleet/CartPoleNoVel-v1", "--model", "lstm")
     assert cfg.preset == "pomdp-cartpole" and cfg.vf_coef == 0.005
-    assert {k: getattr(cfg, k) for k in CLASSIC} == CLASSIC and cfg.anneal_lr is False
+    assert {k: getattr(cfg, k) for k in CLASSIC} == CLASSIC
+    assert cfg.anneal_lr is True, "annealed over --total-frames: 3 of 3 runs reached 400, 5 of 7 at a constant rate"
     assert cfg_of("--env", "CartPole-v1").vf_coef == Config().vf_coef == 0.5, "CartPole itself keeps 0.5"
 
 
