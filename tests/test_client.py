@@ -3,6 +3,7 @@ lost); here its transitions against a scripted learner (real sockets, a real act
 
 from __future__ import annotations
 
+import threading
 import time
 
 from common import protocol
@@ -11,6 +12,27 @@ from common.model import build_model, spec_hash, state_to_numpy
 from learner.server import actor_settings
 from tests.conftest import free_base_port, wait_for
 from tests.scripted import ScriptedLearner
+
+
+def _scripted_learner():
+    """A scripted learner on a free port with weights version 3: (learner, port, model, its
+    numpy state, spec hash)."""
+    port = free_base_port()
+    settings = actor_settings(Config(env="CartPole-v1", publish_interval=0.5))
+    model = build_model(settings["model"])
+    state, sh = state_to_numpy(model), spec_hash(settings["model"])
+    learner = ScriptedLearner(port, settings, protocol.encode_weights(state, version=3, spec_hash=sh,
+                                                                      session="scripted"))
+    return learner, port, model, state, sh
+
+
+def _join(learner: ScriptedLearner, link, model) -> None:
+    """The link joins the scripted learner (which welcomes it from a thread) and opens its data links."""
+    t = threading.Thread(target=learner.welcome_next_hello, daemon=True)
+    t.start()
+    link.join()
+    t.join(10)
+    link.open_data_links(model)
 
 
 def test_a_learner_that_forgot_the_actor_makes_it_join_again_with_its_id(procs, tmp_path):
@@ -45,16 +67,9 @@ def test_a_republish_of_the_version_held_is_not_decoded(monkeypatch):
     """Weights are republished every few seconds; an actor reads the version from the message's
     head and decodes the 6.7 MB body only when it is newer (issue 19's profile: 4.8 % of an
     actor's samples went to decoding republishes). Real sockets, the actor's own link."""
-    import threading
-
     from actor.link import LearnerLink
 
-    port = free_base_port()
-    settings = actor_settings(Config(env="CartPole-v1", publish_interval=0.5))
-    model = build_model(settings["model"])
-    state, sh = state_to_numpy(model), spec_hash(settings["model"])
-    learner = ScriptedLearner(port, settings, protocol.encode_weights(state, version=3, spec_hash=sh,
-                                                                      session="scripted"))
+    learner, port, model, state, sh = _scripted_learner()
     link = LearnerLink(f"tcp://127.0.0.1:{port}")
     decoded: list[int] = []
     real_decode = protocol.decode
@@ -67,11 +82,7 @@ def test_a_republish_of_the_version_held_is_not_decoded(monkeypatch):
 
     monkeypatch.setattr(protocol, "decode", counting_decode)
     try:
-        t = threading.Thread(target=learner.welcome_next_hello, daemon=True)
-        t.start()
-        link.join()
-        t.join(10)
-        link.open_data_links(model)
+        _join(learner, link, model)
 
         def publish_until(pred, what):
             deadline = time.monotonic() + 20
@@ -123,21 +134,10 @@ def test_weights_do_not_end_lost_while_a_link_is_still_down():
 
     from actor.link import LearnerLink, State
 
-    port = free_base_port()
-    settings = actor_settings(Config(env="CartPole-v1", publish_interval=0.5))
-    model = build_model(settings["model"])
-    state, sh = state_to_numpy(model), spec_hash(settings["model"])
-    learner = ScriptedLearner(port, settings, protocol.encode_weights(state, version=3, spec_hash=sh,
-                                                                      session="scripted"))
+    learner, port, model, state, sh = _scripted_learner()
     link = LearnerLink(f"tcp://127.0.0.1:{port}")
     try:
-        import threading
-
-        t = threading.Thread(target=learner.welcome_next_hello, daemon=True)
-        t.start()
-        link.join()
-        t.join(10)
-        link.open_data_links(model)
+        _join(learner, link, model)
 
         def publish_until(pred, what, seconds=20):
             deadline = time.monotonic() + seconds
