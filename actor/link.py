@@ -9,8 +9,8 @@
        +-- "rejoin" note from the learner (it forgot us), from any state
 
 LOST holds rollouts and heartbeats back until every link is up again and weights arrive: the
-same session means the same learner (a network blip) and the link goes back to where it was; another session means
-the learner restarted, and the link joins it again with its old id (JOINING). The pieces
+same session means the same learner (a network blip) and the link goes back to where it was;
+another session means the learner restarted, and the link joins it again with its old id (JOINING). The pieces
 (join, heartbeat, weights, send) work for any caller that has an actor id to speak for.
 
 A link speaks for one actor id or more (`Membership`): a one-process actor has one, an actor
@@ -246,11 +246,6 @@ class LearnerLink:
         sock.connect(transport.endpoint(self.host, self.port, offset))
         return sock
 
-    def _links_whole(self) -> bool:
-        """No link lost since its last handshake: weights alone do not end LOST, because the
-        last weights of a learner that just died can still arrive after its other links dropped."""
-        return all(w.down_since is None for w in self.watches.values())
-
     def open_data_links(self, model: torch.nn.Module | None = None) -> None:
         """Rollouts and weights sockets, sized by the welcome's settings; `model` (first time)
         is what weights must fit."""
@@ -374,7 +369,8 @@ class LearnerLink:
                 self._rejoin("learner restarted (new session)")
                 if msg["session"] != self.welcome.session:
                     return False  # yet another session; the next weights will do
-            if self.state is State.LOST and self._links_whole():
+            # not while a link is still down: a dead learner's last weights can arrive after that
+            if self.state is State.LOST and all(w.down_since is None for w in self.watches.values()):
                 self._enter(self.resume_state, "weights from our learner")
             self.weights_seen_at = time.monotonic()
             if msg.get("version", -1) <= self.version:

@@ -36,11 +36,7 @@ def _join(learner: ScriptedLearner, link, model) -> None:
 
 
 def test_a_learner_that_forgot_the_actor_makes_it_join_again_with_its_id(procs, tmp_path):
-    port = free_base_port()
-    settings = actor_settings(Config(env="CartPole-v1", publish_interval=0.5))
-    weights = protocol.encode_weights(state_to_numpy(build_model(settings["model"])), version=3,
-                                      spec_hash=spec_hash(settings["model"]), session="scripted")
-    learner = ScriptedLearner(port, settings, weights)
+    learner, port, *_ = _scripted_learner()
     try:
         procs.actor(port, "a0")
         first = learner.welcome_next_hello(actor_id=7)
