@@ -125,6 +125,9 @@ class PushFlood(_ThreadedFlood):
         ctx = zmq.Context()
         s = ctx.socket(zmq.PUSH)
         s.linger = 0
+        # a queue of 2, as a real actor's: `sent` then counts what the learner read, give or take
+        # a few (ZeroMQ's default of 1,000 parked here made it a count of queued messages)
+        s.sndhwm = 2
         s.connect(f"tcp://127.0.0.1:{self.port + 1}")
         while not self._stop.is_set():
             if s.poll(100, zmq.POLLOUT):
