@@ -331,6 +331,18 @@ def return_at(samples: list[tuple[float, dict]], frames: int) -> float | None:
     return best
 
 
+def return_curve(chaos_rows: list[tuple[float, dict]], calm_rows: list[tuple[float, dict]], frames: int,
+                 points: int = 10) -> list[dict]:
+    """Both runs' mean return and their ratio at `points` equal frame counts up to `frames`:
+    the end alone hides a run that fell behind and caught up."""
+    out = []
+    for i in range(1, points + 1):
+        at = frames * i // points
+        a, b = return_at(chaos_rows, at), return_at(calm_rows, at)
+        out.append({"frames": at, "chaos": a, "calm": b, "ratio": round(a / b, 3) if a is not None and b else None})
+    return out
+
+
 def checkpoint_audit(run_dir: Path) -> dict:
     ckpts = checkpoint.list_checkpoints(run_dir / "checkpoints")
     return {"files": [p.name for p in ckpts], "unreadable": [p.name for p in ckpts if not _loads(p)],
@@ -376,6 +388,7 @@ def report(ch: Chaos, warmup: float, exit_codes: dict[str, int | None], audits: 
         "orphaned_emulators": ch.orphans,
         "equal_frames": frames,
         "mean_return_chaos": r_chaos, "mean_return_calm": r_calm, "return_ratio": ratio,
+        "return_curve": return_curve(chaos_rows, calm_rows, frames),
         "peak_total_mb": peak,
         "peak_ratio": round(peak["chaos"] / peak["calm"], 3) if peak.get("chaos") and peak.get("calm") else None,
     }

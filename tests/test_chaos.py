@@ -111,3 +111,29 @@ def test_forged_rollouts_counted_after_their_window_are_not_called_honest():
     assert rejected_outside(more, window, grace=5.0, owed=[(2.0, 2)]) == 3
     restarted = rows(0, 40, 48, 48, 0, 0, 0, 0, 0, 1, 2)  # the learner was killed at t=4
     assert rejected_outside(restarted, window, grace=5.0, owed=[(2.0, 2)]) == 2
+
+
+def test_pairs_are_read_at_every_equal_frame_count_and_pooled():
+    """The mean returns of several chaos pairs at the same frames: a run that fell behind and
+    caught up shows along the way, and the pooled ratio weighs the pairs by their returns."""
+    from benchmarks.chaos import return_curve
+    from benchmarks.chaos_pairs import pair_table
+
+    def rows(*points: tuple[int, float | None]) -> list[tuple[float, dict]]:
+        return [(float(t), {"frames": f, "mean_return": r}) for t, (f, r) in enumerate(points)]
+
+    chaos = rows((0, None), (100, 10.0), (200, 20.0), (300, 90.0), (250, 95.0), (400, 100.0))  # resumed at 250
+    calm = rows((0, None), (100, 10.0), (200, 80.0), (300, 90.0), (400, 100.0))
+    curve = return_curve(chaos, calm, 400, points=4)
+    assert [c["ratio"] for c in curve] == [1.0, 0.25, round(95 / 90, 3), 1.0]
+    assert curve[1] == {"frames": 200, "chaos": 20.0, "calm": 80.0, "ratio": 0.25}
+    # the resumed learner's row at 250 frames came after the one at 300: the newest row up to 300 counts
+    assert return_curve(chaos, calm, 300, points=1)[0]["chaos"] == 95.0
+
+    other = (rows((0, None), (100, 30.0), (200, 40.0), (350, 50.0)), rows((0, None), (100, 30.0), (200, 40.0), (350, 60.0)))
+    marks, table = pair_table({"a": (chaos, calm), "b": other}, every=100)
+    assert marks == [100, 200, 300]  # up to the least that every run reached (350)
+    assert table[1]["pairs"]["a"] == (20.0, 80.0, 0.25) and table[1]["pairs"]["b"] == (40.0, 40.0, 1.0)
+    assert table[1]["pooled"] == round(60 / 120, 3)
+    early = rows((0, None), (300, 5.0))  # no return yet at 100 frames: no pooled figure there
+    assert pair_table({"a": (chaos, calm), "c": (early, early)}, every=100)[1][0]["pooled"] is None
