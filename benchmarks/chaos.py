@@ -52,6 +52,7 @@ import zmq
 from benchmarks.chaos_fleet import Fleet, Partition, Sampler, SmallDisk, last_row
 from common import protocol
 from learner import checkpoint
+from testkit.equal_frames import return_at, return_curve
 from testkit.floods import HelloFlood
 from testkit.processes import free_base_port
 from testkit.rollouts import cartpole_rollout
@@ -320,26 +321,6 @@ def memory_summary(samples: list[tuple[float, dict[str, float]]], warmup: float)
                      "growth_after_warmup_mb": round(float(np.median([v for _, v in late[-12:]])
                                                            - np.median([v for _, v in late[:12]])), 1) if late else None,
                      "slope_mb_per_h": slope}
-    return out
-
-
-def return_at(samples: list[tuple[float, dict]], frames: int) -> float | None:
-    best = None
-    for _, row in samples:
-        if row["frames"] <= frames and row.get("mean_return") is not None:
-            best = row["mean_return"]
-    return best
-
-
-def return_curve(chaos_rows: list[tuple[float, dict]], calm_rows: list[tuple[float, dict]], frames: int,
-                 points: int = 10) -> list[dict]:
-    """Both runs' mean return and their ratio at `points` equal frame counts up to `frames`:
-    the end alone hides a run that fell behind and caught up."""
-    out = []
-    for i in range(1, points + 1):
-        at = frames * i // points
-        a, b = return_at(chaos_rows, at), return_at(calm_rows, at)
-        out.append({"frames": at, "chaos": a, "calm": b, "ratio": round(a / b, 3) if a is not None and b else None})
     return out
 
 

@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks.chaos import return_at
+from testkit.equal_frames import pair_table
 
 
 def read_rows(run_dir: Path) -> list[tuple[float, dict]]:
@@ -28,26 +28,6 @@ def read_rows(run_dir: Path) -> list[tuple[float, dict]]:
         except json.JSONDecodeError:  # the last line of a killed learner may be cut short
             continue
     return rows
-
-
-def pair_table(pairs: dict[str, tuple[list, list]], every: int) -> tuple[list[int], list[dict]]:
-    """Frame marks (multiples of `every` up to the least frames every run reached) and, at each,
-    {"pairs": {name: (chaos, calm, ratio)}, "pooled": mean chaos / mean calm over the pairs}."""
-    reach = min(max((r["frames"] for _, r in rows), default=0) for ch, ca in pairs.values() for rows in (ch, ca))
-    marks = list(range(every, reach + 1, every)) or [reach]
-    table = []
-    for at in marks:
-        cells, chaos_sum, calm_sum, full = {}, 0.0, 0.0, True
-        for name, (ch, ca) in pairs.items():
-            a, b = return_at(ch, at), return_at(ca, at)
-            cells[name] = (a, b, round(a / b, 3) if a is not None and b else None)
-            if a is None or b is None:
-                full = False
-            else:
-                chaos_sum, calm_sum = chaos_sum + a, calm_sum + b
-        table.append({"frames": at, "pairs": cells,
-                      "pooled": round(chaos_sum / calm_sum, 3) if full and calm_sum else None})
-    return marks, table
 
 
 def main(argv: list[str] | None = None) -> int:

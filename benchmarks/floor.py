@@ -106,6 +106,22 @@ def _floor_part(part: str, *args: str) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def actor_busy(seconds: float, cores: int) -> dict[str, Any]:
+    """The one-process actor's step split measured in `cores` processes at once: what the actor's
+    parts cost with every core busy, as in the pipeline (shared caches and memory; vCPUs whose
+    physical cores the host shares). Mean over the processes."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.bench_parts", "actor", "--seconds", str(seconds)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(cores)]
+    splits = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"actor (busy) exited with {proc.returncode}: {err.strip()[-300:]}")
+        splits.append(json.loads(out.strip().splitlines()[-1])["split"]["us_per_step"])
+    return {"processes": cores, "us_per_step": {k: sum(s[k] for s in splits) / len(splits) for k in splits[0]}}
+
+
 def host_batch(n: int, cores: int) -> int:
     """Emulators an actor host of n finds ready a round, about: n / cores (at least 1)."""
     return max(1, n // cores) if n >= 2 * cores else 1
@@ -116,6 +132,7 @@ def parts(t: dict[str, float], counts: list[int], cores: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, job in (("raw", lambda: run_part("raw", "--seconds", str(t["raw"]))),
                       ("actor", lambda: run_part("actor", "--seconds", str(t["actor"]))["split"]),
+                      ("actor_busy", lambda: actor_busy(t["actor"], cores)),
                       ("infer", lambda: host_infer(batches, t["infer"])),
                       ("learner_side", lambda: _floor_part("learner_side", "--seconds", str(t["learner_side"]))),
                       ("trainer", lambda: run_part("trainer", "--count", str(int(t["updates"]))))):
@@ -126,12 +143,16 @@ def parts(t: dict[str, float], counts: list[int], cores: int) -> dict[str, Any]:
     return out
 
 
-def floor(p: dict[str, Any], n: int, cores: int, cpu: float | None = None) -> dict[str, Any]:
+def floor(p: dict[str, Any], n: int, cores: int, cpu: float | None = None, busy: bool = False) -> dict[str, Any]:
     """The floor of `./launch.sh n` on `cores` from the parts (module docstring): frames/s and its
-    terms; `cpu`: the cores the work may share, when fewer than the machine's (default: all)."""
-    us = p["actor"]["us_per_step"]
+    terms; `cpu`: the cores the work may share, when fewer than the machine's (default: all);
+    `busy`: with the actor's parts as measured with every core running one (`actor_busy`), the
+    host's batched inference scaled by what batch 1 cost more there."""
+    us = p["actor_busy" if busy else "actor"]["us_per_step"]
     k = host_batch(n, cores)
     infer = us["infer"] if k == 1 else p["infer"][str(k)]  # batch 1 measured in the actor loop itself
+    if busy and k > 1:
+        infer *= us["infer"] / p["actor"]["us_per_step"]["infer"]
     actor_step = us["emulate"] + us["preprocess"] + infer + us["other"] + us["encode"] + us["send"]
     tr = p["trainer"]["cpu"]
     frames_per_batch = p["trainer"]["batch"] * SKIP
@@ -274,15 +295,23 @@ def report(p: dict[str, Any], runs: list[dict[str, Any]], cores: int) -> list[st
               f"  learner decode + validate          {ls['decode_us_per_rollout'] / per_roll:8.1f}",
               f"  learner collate                    {ls['collate_us_per_rollout'] / per_roll:8.1f}",
               f"  learner update ({tr['cpu']['threads']} thread(s), batch {tr['batch']}) "
-              f"{1e6 * tr['cpu']['seconds_per_update'] / (tr['batch'] * SKIP):8.1f}", "",
-              "| run | floor frames/s (bound) | pipeline frames/s | ratio | cores used | ratio at the CPU used "
-              "| lag mean / max | stale dropped |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+              f"{1e6 * tr['cpu']['seconds_per_update'] / (tr['batch'] * SKIP):8.1f}"]
+    if "actor_busy" in p:
+        b = p["actor_busy"]["us_per_step"]
+        lines += [f"with every core running an actor ({p['actor_busy']['processes']} at once):",
+                  f"  emulate (4 frames / {SKIP})             {b['emulate'] / SKIP:8.1f}  ({b['emulate'] / us['emulate']:.2f}x alone)",
+                  f"  preprocess (max, grey, resize)     {b['preprocess'] / SKIP:8.1f}  ({b['preprocess'] / us['preprocess']:.2f}x)",
+                  f"  inference batch 1 + sampling       {b['infer'] / SKIP:8.1f}  ({b['infer'] / us['infer']:.2f}x)"]
+    busy = all("floor_busy" in r for r in runs)
+    lines += ["", "| run | floor frames/s (bound) | pipeline frames/s | ratio | cores used | ratio at the CPU used "
+              + ("| floor, cores busy | ratio to it " if busy else "") + "| lag mean / max | stale dropped |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- | --- |" if busy else "")]
     for r in runs:
         f = r["floor"]
         lines.append(f"| ./launch.sh {r['actors']} | {f['frames_per_s']:,.0f} ({f['bound']}) | "
                      f"{r['frames_per_s']:,.0f} | {r['ratio']:.2f} | {r['cores_used']:.2f} | {r['ratio_at_cpu_used']:.2f} | "
-                     f"{r['policy_lag_mean']} / {r['policy_lag_max']} | "
-                     f"{r['dropped_stale']} |")
+                     + (f"{r['floor_busy']:,.0f} | {r['ratio_busy']:.2f} | " if busy else "")
+                     + f"{r['policy_lag_mean']} / {r['policy_lag_max']} | {r['dropped_stale']} |")
     return lines
 
 
@@ -305,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if a.part == "floor":
         p = json.loads(Path(a.parts).read_text())["parts"]
-        print(json.dumps({str(n): floor(p, n, a.cores) for n in a.actors}), flush=True)
+        busy = {f"{n} busy": floor(p, n, a.cores, busy=True) for n in a.actors} if "actor_busy" in p else {}
+        print(json.dumps({str(n): floor(p, n, a.cores) for n in a.actors} | busy), flush=True)
         return 0
     if a.part == "top":
         print(top_functions(Path(a.profile_file)), end="", flush=True)
@@ -331,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
         # on a shared machine the run gets fewer cores than it has: the floor at the CPU it got
         r["floor_at_cpu_used"] = floor(p, n, cores, min(r["cores_used"], cores))["frames_per_s"]
         r["ratio_at_cpu_used"] = r["frames_per_s"] / r["floor_at_cpu_used"]
+        if "actor_busy" in p:  # parts of older runs lack it
+            r["floor_busy"] = floor(p, n, cores, busy=True)["frames_per_s"]
+            r["ratio_busy"] = r["frames_per_s"] / r["floor_busy"]
         runs.append(r)
     (out / "floor.json").write_text(json.dumps({"cores": cores, "mode": "quick" if a.quick else "full",
                                                 "parts": p, "runs": runs}, indent=1))

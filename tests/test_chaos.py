@@ -116,8 +116,7 @@ def test_forged_rollouts_counted_after_their_window_are_not_called_honest():
 def test_pairs_are_read_at_every_equal_frame_count_and_pooled():
     """The mean returns of several chaos pairs at the same frames: a run that fell behind and
     caught up shows along the way, and the pooled ratio weighs the pairs by their returns."""
-    from benchmarks.chaos import return_curve
-    from benchmarks.chaos_pairs import pair_table
+    from testkit.equal_frames import pair_table, return_curve
 
     def rows(*points: tuple[int, float | None]) -> list[tuple[float, dict]]:
         return [(float(t), {"frames": f, "mean_return": r}) for t, (f, r) in enumerate(points)]
