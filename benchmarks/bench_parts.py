@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import statistics
@@ -26,10 +27,20 @@ import zmq
 
 from common import protocol, transport
 
-ENV = "Airstriker-Genesis-v0"
+ENV_VAR = "RETROFLEET_BENCH_ENV"  # the game of the parts that step one (benchmarks.floor --env)
+ENV = os.environ.get(ENV_VAR) or "Airstriker-Genesis-v0"
 T = 32  # unroll length the learner agrees by default
-SKIP = 4  # frame skip the learner agrees by default
+SKIP = 4  # frame skip the learner agrees by default (the retro and atari families alike)
 FIRE = 5  # index of [B] in the Genesis button set: a fixed action that keeps the game moving
+
+
+@functools.cache
+def bench_config():
+    """The settings of a learner started with `--env ENV` and no other flag (its preset applied:
+    the atari preset's unroll, batch, epochs and minibatches for an ALE game)."""
+    from common.config import resolve
+
+    return resolve(argparse.Namespace(env=ENV), None)
 
 
 def run_part(part: str, *args: str, timeout: float = 600) -> dict[str, Any]:
@@ -56,27 +67,26 @@ def _timed(fn: Callable[[], Any], seconds: float, min_calls: int = 3) -> float:
 
 
 def _model_and_spec():
-    from common.config import Config
     from common.model import build_model
     from common.runspec import RunSpec
 
-    spec = RunSpec.from_config(Config(env=ENV)).model.as_dict()
+    spec = RunSpec.from_config(bench_config()).model.as_dict()
     return build_model(spec), spec
 
 
 def _collector(seed: int = 1):
-    """A real Airstriker env (make_env, the actor's preprocessing) and the actor's collector."""
+    """A real env of ENV (make_env, the actor's preprocessing) and the actor's collector."""
     import torch
 
     from actor.rollout import RolloutCollector
-    from common.config import Config
     from common.envs import make_env
     from common.families import env_settings
 
     torch.set_num_threads(1)
-    env = make_env(ENV, seed=seed, **env_settings(Config()))
+    cfg = bench_config()
+    env = make_env(ENV, seed=seed, **env_settings(cfg))
     model, spec = _model_and_spec()
-    collector = RolloutCollector(env, actor_id=0, seed=seed, unroll_length=T, frame_stack=4,
+    collector = RolloutCollector(env, actor_id=0, seed=seed, unroll_length=cfg.unroll_length, frame_stack=4,
                                  frame_skip=SKIP)
     return env, model.eval(), spec, collector
 
@@ -84,14 +94,39 @@ def _collector(seed: int = 1):
 # ---------------------------------------------------------------------------- 1. raw emulator
 
 
-def raw_emulator(seconds: float) -> dict[str, Any]:
-    """Frames/s of the bare emulator: fixed button array, env.step in a loop, reset on done."""
+def fixed_action(raw: Any) -> Any:
+    """An action for the bare emulator that keeps the game moving: stable-retro's [B] button
+    (Airstriker fires), ALE's action 1 (FIRE in Pong's and Breakout's minimal sets)."""
+    if hasattr(raw, "buttons"):
+        action = np.zeros(len(raw.buttons), np.uint8)
+        action[raw.buttons.index("B")] = 1
+        return action
+    return 1
+
+
+def raw_env():
+    """ENV's bare emulator, one frame a step: stable-retro's, or ALE's as the atari family makes
+    it (frame skip 1, the minimal action set, gray frames, sticky actions at 0.25)."""
+    from common.families import family_for
+
+    if family_for(ENV).name == "ALE":
+        import gymnasium as gym
+
+        from common.families.atari import register_ale
+
+        register_ale()
+        return gym.make(ENV, frameskip=1, repeat_action_probability=bench_config().repeat_action_probability,
+                        full_action_space=False, obs_type="grayscale")
     import stable_retro
 
-    env = stable_retro.make(ENV, render_mode=None)
+    return stable_retro.make(ENV, render_mode=None)
+
+
+def raw_emulator(seconds: float) -> dict[str, Any]:
+    """Frames/s of the bare emulator: a fixed action, env.step in a loop, reset on done."""
+    env = raw_env()
     env.reset(seed=0)
-    action = np.zeros(len(env.unwrapped.buttons), np.uint8)
-    action[env.unwrapped.buttons.index("B")] = 1
+    action = fixed_action(env.unwrapped)
 
     def step() -> None:
         _, _, term, trunc, _ = env.step(action)
@@ -111,8 +146,8 @@ def step_split(env, model, collector, rollouts, seconds: float) -> dict[str, Any
     from common.envs import GrayResize
 
     raw = env.unwrapped
-    buttons = np.zeros(len(raw.buttons), np.uint8)
-    buttons[raw.buttons.index("B")] = 1
+    buttons = fixed_action(raw)
+    fire = min(FIRE, env.action_space.n - 1)
     gray_resize = env
     while not isinstance(gray_resize, GrayResize):
         gray_resize = gray_resize.env
@@ -126,7 +161,7 @@ def step_split(env, model, collector, rollouts, seconds: float) -> dict[str, Any
                 raw.reset()
 
     def full_step() -> None:
-        if any(env.step(FIRE)[2:4]):
+        if any(env.step(fire)[2:4]):
             env.reset()
 
     parts = {
@@ -144,8 +179,9 @@ def step_split(env, model, collector, rollouts, seconds: float) -> dict[str, Any
     full = t.pop("full")
     times = collector.times
     t["other"] = times.other / max(times.steps, 1)  # frame stack and bookkeeping in collect()
-    t["encode"] = _timed(lambda: protocol.encode_rollout(rollouts[-1]), share * rounds) / T
-    t["send"] = _send_time([protocol.encode_rollout(r) for r in rollouts], share * rounds) / T
+    steps = rollouts[-1].steps
+    t["encode"] = _timed(lambda: protocol.encode_rollout(rollouts[-1]), share * rounds) / steps
+    t["send"] = _send_time([protocol.encode_rollout(r) for r in rollouts], share * rounds) / steps
     total = sum(t.values())
     return {
         "us_per_step": {k: 1e6 * v for k, v in t.items()},
@@ -467,21 +503,21 @@ def weights_latency(reps: int, n_subs: int = 8) -> dict[str, Any]:
 
 
 def trainer_update(updates: int) -> dict[str, Any]:
-    """Samples/s of Trainer.update on a batch of 512 (T=32) collated from real rollouts."""
+    """Samples/s of Trainer.update on a batch collated from real rollouts, with the settings of
+    `--env ENV` (Airstriker: 512 of T=32, one pass; atari preset: 1,024 of T=128, 4 epochs x 4)."""
     import torch
 
-    from common.config import Config
     from learner.batcher import collate
     from learner.server import torch_threads
     from learner.trainer import Trainer
 
-    cfg = Config(env=ENV)
+    cfg = bench_config()
     learner_threads = torch_threads(cfg)  # as the Learner sets it
-    spec = protocol.RolloutSpec(T, (84, 84), "uint8", 4, 12, SKIP)
+    model, model_spec = _model_and_spec()
+    spec = protocol.RolloutSpec(cfg.unroll_length, (84, 84), "uint8", 4, model_spec["n_actions"], SKIP)
     msgs = _real_messages(8)
     rollouts = [protocol.validate_rollout(protocol.decode(m), spec, latest_version=0) for m in msgs]
     batch = collate([rollouts[i % len(rollouts)] for i in range(cfg.rollouts_per_batch)], 0)
-    model, _ = _model_and_spec()
     out: dict[str, Any] = {"batch": batch.transitions, "torch_threads": learner_threads,
                            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"}
     # "cpu": the learner's own thread count; "cpu_all_cores" too when that differs

@@ -1,6 +1,6 @@
-"""The pipeline against the floor of its parts, every figure from one run (Airstriker).
+"""The pipeline against the floor of its parts, every figure from one run (Airstriker or Pong).
 
-    python -m benchmarks.floor [--quick] [--actors 2 8] [--profile] [--out DIR]
+    python -m benchmarks.floor [--quick] [--actors 2 8] [--profile] [--out DIR] [--env ALE/Pong-v5]
 
 First each part alone, each in a process of its own, one after another: the raw emulator, the
 one-process actor's step split (emulate 4 frames, preprocess, inference at batch 1 with
@@ -48,7 +48,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_parts import ENV, SKIP, _timed, run_part
+from benchmarks.bench_parts import ENV, ENV_VAR, SKIP, _timed, bench_config, run_part
 from testkit.processes import free_base_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,11 +66,10 @@ def learner_side(seconds: float) -> dict[str, Any]:
     decode + validate (as Learner.accept, minus the sender check) and collate into a batch."""
     from benchmarks.bench_parts import _real_messages
     from common import protocol
-    from common.config import Config
     from learner.batcher import collate
     from learner.server import specs
 
-    cfg = Config(env=ENV)
+    cfg = bench_config()
     spec = specs(cfg)[2]
     msgs = _real_messages(8)
     i = 0
@@ -91,7 +90,7 @@ def learner_side(seconds: float) -> dict[str, Any]:
 def host_infer(batches: list[int], seconds: float) -> dict[str, float]:
     """Microseconds per sample of the actor host's policy (float32, one thread) at each batch."""
     proc = subprocess.run([sys.executable, "-m", "benchmarks.host", "infer", "--seconds", str(seconds),
-                           "--batches", *map(str, batches)], capture_output=True, text=True, timeout=600)
+                           "--batches", *map(str, batches), "--env", ENV], capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         raise RuntimeError(f"benchmarks.host infer exited with {proc.returncode}: {proc.stderr.strip()[-300:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -232,12 +231,12 @@ def top_functions(collapsed: Path, limit: int = 25) -> str:
     return f"{total} samples, own time\n" + "\n".join(lines) + "\n"
 
 
-def launch_run(n: int, t: dict[str, float], out: Path, profile: bool, extra: list[str]) -> dict[str, Any]:
-    """`./launch.sh n` on Airstriker: frames/s between two metrics rows `window` s apart, after `warm`."""
+def launch_run(n: int, t: dict[str, float], out: Path, profile: bool, extra: list[str], env: str = ENV) -> dict[str, Any]:
+    """`./launch.sh n --env env`: frames/s between two metrics rows `window` s apart, after `warm`."""
     run_dir = (out / f"launch_{n}").resolve()
     shutil.rmtree(run_dir, ignore_errors=True)
     log = open(out / f"launch_{n}.out", "wb")
-    p = subprocess.Popen([str(ROOT / "launch.sh"), str(n), "--env", ENV, "--run-dir", str(run_dir),
+    p = subprocess.Popen([str(ROOT / "launch.sh"), str(n), "--env", env, "--run-dir", str(run_dir),
                           "--port", str(free_base_port()), "--report-interval", "1", *extra],
                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
     try:
@@ -321,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--actors", type=int, nargs="+", default=[2, 8], help="the ./launch.sh N runs (first: the ratio)")
     ap.add_argument("--profile", action="store_true", help="py-spy of the learner and one actor in each run")
     ap.add_argument("--out", default="bench_out/floor")
+    ap.add_argument("--env", default=ENV, help="the game: Airstriker-Genesis-v0 (default) or an ALE game (ALE/Pong-v5)")
     ap.add_argument("--parts", metavar="JSON", help="reuse the parts of an earlier run (its parts.json or floor.json)")
     # internal: one part in this process; "floor" and "top" print the arithmetic alone (tests)
     ap.add_argument("--part", choices=("learner_side", "floor", "top"), help=argparse.SUPPRESS)
@@ -347,15 +347,19 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     os.environ["RETROFLEET_BENCH_CLOCK"] = "cpu"  # every part in CPU time (bench_parts._timed)
+    os.environ[ENV_VAR] = a.env  # the parts run in processes of their own, on this game
     if a.parts:  # the parts of an earlier run (say, to rerun only the pipelines)
-        p = json.loads(Path(a.parts).read_text())["parts"]
+        saved = json.loads(Path(a.parts).read_text())
+        if saved.get("env", ENV) != a.env:
+            ap.error(f"--parts {a.parts} measured {saved.get('env', ENV)}, not --env {a.env}")
+        p = saved["parts"]
     else:
         p = parts(t, a.actors, cores)
-        (out / "parts.json").write_text(json.dumps({"parts": p}, indent=1))
+        (out / "parts.json").write_text(json.dumps({"env": a.env, "parts": p}, indent=1))
     runs = []
     for n in a.actors:
         print(f"[floor] ./launch.sh {n} ...", flush=True)
-        r = launch_run(n, t, out, a.profile, a.extra)
+        r = launch_run(n, t, out, a.profile, a.extra, a.env)
         r["floor"] = floor(p, n, cores)
         r["ratio"] = r["frames_per_s"] / r["floor"]["frames_per_s"]
         # on a shared machine the run gets fewer cores than it has: the floor at the CPU it got
@@ -365,8 +369,9 @@ def main(argv: list[str] | None = None) -> int:
             r["floor_busy"] = floor(p, n, cores, busy=True)["frames_per_s"]
             r["ratio_busy"] = r["frames_per_s"] / r["floor_busy"]
         runs.append(r)
-    (out / "floor.json").write_text(json.dumps({"cores": cores, "mode": "quick" if a.quick else "full",
+    (out / "floor.json").write_text(json.dumps({"env": a.env, "cores": cores, "mode": "quick" if a.quick else "full",
                                                 "parts": p, "runs": runs}, indent=1))
+    print(f"{a.env}:")
     print("\n".join(report(p, runs, cores)))
     print(f"floor ratio: {runs[0]['ratio']:.2f}")
     return 0

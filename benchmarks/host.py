@@ -138,7 +138,7 @@ def actor_worker(env: str, seconds: float, warmup: float, seed: int) -> dict[str
     return {"frames_per_s": frames / wall, "cpu_us_per_frame": 1e6 * (time.process_time() - cpu0) / frames}
 
 
-def inference_worker(batches: list[int], seconds: float, rounds: int = 3) -> dict[str, Any]:
+def inference_worker(batches: list[int], seconds: float, rounds: int = 3, env: str = AIRSTRIKER) -> dict[str, Any]:
     """Microseconds per sample of the host's policy (Nature CNN, one thread) at each batch size
     and precision; interleaved rounds, median of each."""
     import numpy as np
@@ -147,7 +147,7 @@ def inference_worker(batches: list[int], seconds: float, rounds: int = 3) -> dic
     from actor.inference import BatchedPolicy
 
     torch.set_num_threads(1)
-    spec = _settings(AIRSTRIKER).model.as_dict()
+    spec = _settings(env).model.as_dict()
     policies = {dtype: BatchedPolicy(spec, torch.device("cpu"), max(batches), dtype=dtype)
                 for dtype in ("float32", "bfloat16")}
     rng = np.random.default_rng(0)
@@ -302,6 +302,7 @@ def main(argv: list[str] | None = None) -> None:
     i = sub.add_parser("infer", help="the host's policy: microseconds per sample by batch size and precision")
     i.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
     i.add_argument("--seconds", type=float, default=2.0, help="per batch size and precision")
+    i.add_argument("--env", default=AIRSTRIKER, help="the game whose model (its action count) is measured")
     a = sub.add_parser("_actor")
     a.add_argument("--env", default=AIRSTRIKER)
     a.add_argument("--seconds", type=float, default=10)
@@ -313,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.cmd == "core":
         core(args)
     elif args.cmd == "infer":
-        print(json.dumps(inference_worker(args.batches, args.seconds)), flush=True)
+        print(json.dumps(inference_worker(args.batches, args.seconds, env=args.env)), flush=True)
     elif args.cmd == "_core":
         opts = {k: v for k, v in (("nice", args.nice), ("sched_batch", None if args.sched is None else
                                                          args.sched == "batch")) if v is not None}

@@ -72,3 +72,13 @@ def test_top_functions_counts_own_time(tmp_path):
                            capture_output=True, text=True, cwd=ROOT, timeout=120, check=True).stdout.splitlines()
     assert lines[0] == "60 samples, own time"
     assert "83.3 %  step (b.py:2)" in lines[1] and "16.7 %  infer (c.py:3)" in lines[2]
+
+
+def test_parts_of_another_game_are_refused_in_one_line(tmp_path):
+    path = tmp_path / "parts.json"
+    path.write_text(json.dumps({"env": "Airstriker-Genesis-v0", "parts": _parts()}))
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.floor", "--parts", str(path), "--env", "ALE/Pong-v5",
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2 and not (tmp_path / "out" / "launch_2").exists()
+    assert proc.stderr.strip().splitlines()[-1].endswith(
+        f"--parts {path} measured Airstriker-Genesis-v0, not --env ALE/Pong-v5")
