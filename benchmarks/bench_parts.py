@@ -280,6 +280,27 @@ def actor_parts(seconds: float) -> dict[str, Any]:
     return result
 
 
+def actor_load(seconds: float) -> dict[str, Any]:
+    """An actor's work without its bookkeeping, for `seconds`: step ENV's env (the actor's
+    preprocessing) and run the policy at batch 1, over and over. benchmarks.floor runs it on the
+    other cores while it measures a part with every core busy."""
+    import torch
+
+    env, model, _, _ = _collector(seed=3)
+    obs = torch.zeros((1, 4, 84, 84), dtype=torch.uint8)
+    fire, steps, end = min(FIRE, env.action_space.n - 1), 0, time.monotonic() + seconds
+    while time.monotonic() < end:
+        frame, _, term, trunc, _ = env.step(fire)
+        obs[0, steps % 4] = torch.from_numpy(np.asarray(frame))
+        with torch.inference_mode():
+            model(obs)
+        if term or trunc:
+            env.reset()
+        steps += 1
+    env.close()
+    return {"steps": steps}
+
+
 # ---------------------------------------------------------------------------- 5. ingest
 
 
@@ -590,7 +611,7 @@ def consumer(port: int, run_dir: str) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_parts")
     p.add_argument("part", choices=("raw", "actor", "ingest", "sender", "weights", "subscriber", "trainer",
-                                    "vector", "consumer"))
+                                    "vector", "consumer", "load"))
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--run-dir", default="")
@@ -606,6 +627,7 @@ def main() -> None:
         "weights": lambda: weights_latency(a.count or 10),
         "subscriber": lambda: subscriber(a.port, a.id),
         "trainer": lambda: trainer_update(a.count or 2),
+        "load": lambda: actor_load(a.seconds),
         "vector": lambda: vector_env(a.seconds, a.count or os.cpu_count() or 1),
         "consumer": lambda: consumer(a.port, a.run_dir),
     }

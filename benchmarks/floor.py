@@ -25,6 +25,13 @@ the floor is a CPU budget, and on a shared machine wall time counts other people
 so the pipeline's ratio to it is what those cost. Parts and pipelines run back to back in one
 invocation, so a loaded machine slows both; compare ratios, not frames/s, across runs.
 
+With the other cores busy. Parts measured alone run faster than the same parts with every core
+working (shared caches and memory bandwidth; virtual cores that share physical ones), so the
+actor's split and the learner's update are measured a second time while the other cores do an
+actor's work (step the game, run the policy: `bench_parts load`), and the table shows the floor
+from those (`floor, cores busy`) and the pipeline's ratio to it beside the strict one. The last
+line stays the ratio to the floor of the parts alone.
+
 --profile records one actor (actor_0, or the actor host) and the learner with py-spy for
 the window of each pipeline run: DIR/profile_N_{actor,learner}.txt (collapsed stacks, flame
 graph input) and a top list of functions by own time (…_top.txt).
@@ -45,6 +52,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -105,20 +114,25 @@ def _floor_part(part: str, *args: str) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def actor_busy(seconds: float, cores: int) -> dict[str, Any]:
-    """The one-process actor's step split measured in `cores` processes at once: what the actor's
-    parts cost with every core busy, as in the pipeline (shared caches and memory; vCPUs whose
-    physical cores the host shares). Mean over the processes."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.bench_parts", "actor", "--seconds", str(seconds)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(cores)]
-    splits = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=600)
-        if proc.returncode != 0:
-            raise RuntimeError(f"actor (busy) exited with {proc.returncode}: {err.strip()[-300:]}")
-        splits.append(json.loads(out.strip().splitlines()[-1])["split"]["us_per_step"])
-    return {"processes": cores, "us_per_step": {k: sum(s[k] for s in splits) / len(splits) for k in splits[0]}}
+@contextmanager
+def other_cores_busy(cores: int) -> Iterator[None]:
+    """`cores - 1` processes doing an actor's work (bench_parts load: step the game, run the
+    policy) beside a measurement: a part's cost with every core busy, as in the pipeline (shared
+    caches and memory bandwidth; virtual cores whose physical cores the host shares)."""
+    procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.bench_parts", "load", "--seconds", "900"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(cores - 1)]
+    try:
+        time.sleep(3)  # past their start-up (imports, the emulator, the model)
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def _busy(cores: int, job: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    with other_cores_busy(cores):
+        return job() | {"busy_cores": cores - 1}
 
 
 def host_batch(n: int, cores: int) -> int:
@@ -131,7 +145,8 @@ def parts(t: dict[str, float], counts: list[int], cores: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, job in (("raw", lambda: run_part("raw", "--seconds", str(t["raw"]))),
                       ("actor", lambda: run_part("actor", "--seconds", str(t["actor"]))["split"]),
-                      ("actor_busy", lambda: actor_busy(t["actor"], cores)),
+                      ("actor_busy", lambda: _busy(cores, lambda: run_part("actor", "--seconds", str(t["actor"]))["split"])),
+                      ("trainer_busy", lambda: _busy(cores, lambda: run_part("trainer", "--count", str(int(t["updates"]))))),
                       ("infer", lambda: host_infer(batches, t["infer"])),
                       ("learner_side", lambda: _floor_part("learner_side", "--seconds", str(t["learner_side"]))),
                       ("trainer", lambda: run_part("trainer", "--count", str(int(t["updates"]))))):
@@ -145,15 +160,15 @@ def parts(t: dict[str, float], counts: list[int], cores: int) -> dict[str, Any]:
 def floor(p: dict[str, Any], n: int, cores: int, cpu: float | None = None, busy: bool = False) -> dict[str, Any]:
     """The floor of `./launch.sh n` on `cores` from the parts (module docstring): frames/s and its
     terms; `cpu`: the cores the work may share, when fewer than the machine's (default: all);
-    `busy`: with the actor's parts as measured with every core running one (`actor_busy`), the
-    host's batched inference scaled by what batch 1 cost more there."""
+    `busy`: with the actor's parts and the update as measured with the other cores busy, the host's
+    batched inference scaled by what batch 1 cost more there."""
     us = p["actor_busy" if busy else "actor"]["us_per_step"]
     k = host_batch(n, cores)
     infer = us["infer"] if k == 1 else p["infer"][str(k)]  # batch 1 measured in the actor loop itself
     if busy and k > 1:
         infer *= us["infer"] / p["actor"]["us_per_step"]["infer"]
     actor_step = us["emulate"] + us["preprocess"] + infer + us["other"] + us["encode"] + us["send"]
-    tr = p["trainer"]["cpu"]
+    tr = p["trainer_busy" if busy else "trainer"]["cpu"]
     frames_per_batch = p["trainer"]["batch"] * SKIP
     ls = p["learner_side"]
     update_cpu = 1e6 * tr["seconds_per_update"] / frames_per_batch  # CPU us a frame, all its threads
@@ -296,11 +311,13 @@ def report(p: dict[str, Any], runs: list[dict[str, Any]], cores: int) -> list[st
               f"  learner update ({tr['cpu']['threads']} thread(s), batch {tr['batch']}) "
               f"{1e6 * tr['cpu']['seconds_per_update'] / (tr['batch'] * SKIP):8.1f}"]
     if "actor_busy" in p:
-        b = p["actor_busy"]["us_per_step"]
-        lines += [f"with every core running an actor ({p['actor_busy']['processes']} at once):",
+        b, tb = p["actor_busy"]["us_per_step"], p["trainer_busy"]["cpu"]["seconds_per_update"]
+        lines += [f"with the other {p['actor_busy']['busy_cores']} core(s) doing an actor's work:",
                   f"  emulate (4 frames / {SKIP})             {b['emulate'] / SKIP:8.1f}  ({b['emulate'] / us['emulate']:.2f}x alone)",
                   f"  preprocess (max, grey, resize)     {b['preprocess'] / SKIP:8.1f}  ({b['preprocess'] / us['preprocess']:.2f}x)",
-                  f"  inference batch 1 + sampling       {b['infer'] / SKIP:8.1f}  ({b['infer'] / us['infer']:.2f}x)"]
+                  f"  inference batch 1 + sampling       {b['infer'] / SKIP:8.1f}  ({b['infer'] / us['infer']:.2f}x)",
+                  f"  learner update                     {1e6 * tb / (tr['batch'] * SKIP):8.1f}  "
+                  f"({tb / tr['cpu']['seconds_per_update']:.2f}x)"]
     busy = all("floor_busy" in r for r in runs)
     lines += ["", "| run | floor frames/s (bound) | pipeline frames/s | ratio | cores used | ratio at the CPU used "
               + ("| floor, cores busy | ratio to it " if busy else "") + "| lag mean / max | stale dropped |",

@@ -52,14 +52,17 @@ def test_a_host_infers_at_the_batch_its_emulators_make(tmp_path):
     assert fs["8"]["actor_us_per_frame"] == pytest.approx((1600.0 - 260.0 + 100.0) / 4)
 
 
-def test_the_busy_floor_takes_the_actor_parts_measured_with_every_core_running_one(tmp_path):
+def test_the_busy_floor_takes_the_parts_measured_with_the_other_cores_busy(tmp_path):
     parts = _parts()
     step = dict(parts["actor"]["us_per_step"], emulate=1500.0, infer=520.0)  # emulation 1.25x, inference 2x
-    parts["actor_busy"] = {"processes": 2, "us_per_step": step}
+    parts["actor_busy"] = {"busy_cores": 1, "us_per_step": step}
+    parts["trainer_busy"] = {"batch": 512, "cpu": {"seconds_per_update": 0.768, "threads": 1}}  # 1.5x
     fs = _floor(tmp_path, parts, 2, 2, 8)
     assert fs["2"]["actor_us_per_frame"] == pytest.approx(400.0)  # the floor alone is unchanged
+    assert fs["2"]["learner_us_per_frame"] == pytest.approx(260.0)
     assert fs["2 busy"]["actor_us_per_frame"] == pytest.approx((1600.0 + 300.0 + 260.0) / 4)
-    assert fs["2 busy"]["frames_per_s"] == pytest.approx(2e6 / (540.0 + 260.0))
+    assert fs["2 busy"]["learner_us_per_frame"] == pytest.approx(375.0 + 10.0)
+    assert fs["2 busy"]["frames_per_s"] == pytest.approx(2e6 / (540.0 + 385.0))
     # the host's batch of 4 costs what batch 1 cost more with the cores busy: 100 x 2
     assert fs["8 busy"]["infer_us_per_sample"] == pytest.approx(200.0)
     assert "2 busy" not in _floor(tmp_path, _parts(), 2, 2)  # older parts without it: no busy floor
