@@ -104,6 +104,11 @@ def fixed_action(raw: Any) -> Any:
     return 1
 
 
+def fire_action(env: Any) -> int:
+    """FIRE's index in the wrapped env's actions (Genesis [B] = 5), or its last action."""
+    return min(FIRE, env.action_space.n - 1)
+
+
 def raw_env():
     """ENV's bare emulator, one frame a step: stable-retro's, or ALE's as the atari family makes
     it (frame skip 1, the minimal action set, gray frames, sticky actions at 0.25)."""
@@ -147,7 +152,7 @@ def step_split(env, model, collector, rollouts, seconds: float) -> dict[str, Any
 
     raw = env.unwrapped
     buttons = fixed_action(raw)
-    fire = min(FIRE, env.action_space.n - 1)
+    fire = fire_action(env)
     gray_resize = env
     while not isinstance(gray_resize, GrayResize):
         gray_resize = gray_resize.env
@@ -288,7 +293,7 @@ def actor_load(seconds: float) -> dict[str, Any]:
 
     env, model, _, _ = _collector(seed=3)
     obs = torch.zeros((1, 4, 84, 84), dtype=torch.uint8)
-    fire, steps, end = min(FIRE, env.action_space.n - 1), 0, time.monotonic() + seconds
+    fire, steps, end = fire_action(env), 0, time.monotonic() + seconds
     while time.monotonic() < end:
         frame, _, term, trunc, _ = env.step(fire)
         obs[0, steps % 4] = torch.from_numpy(np.asarray(frame))

@@ -52,7 +52,7 @@ import zmq
 from benchmarks.chaos_fleet import Fleet, Partition, Sampler, SmallDisk, last_row
 from common import protocol
 from learner import checkpoint
-from testkit.equal_frames import return_at, return_curve
+from testkit.equal_frames import ratio, return_at, return_curve
 from testkit.floods import HelloFlood
 from testkit.processes import free_base_port
 from testkit.rollouts import cartpole_rollout
@@ -336,9 +336,6 @@ def report(ch: Chaos, warmup: float, exit_codes: dict[str, int | None], audits: 
     last = chaos_rows[-1][1] if chaos_rows else {}
     frames = min(last.get("frames", 0), calm_rows[-1][1]["frames"] if calm_rows else 0)
     r_chaos, r_calm = return_at(chaos_rows, frames), return_at(calm_rows, frames)
-    ratio = None
-    if r_chaos is not None and r_calm:
-        ratio = round(r_chaos / r_calm, 3)
     heals = [r.whole_s for r in ch.records]
     mem = {f.name: memory_summary(s.rss[f.name], warmup) for f in (ch.fleet, ch.calm)}
     peak = {n: m.get("total", {}).get("peak_mb") for n, m in mem.items()}
@@ -368,7 +365,7 @@ def report(ch: Chaos, warmup: float, exit_codes: dict[str, int | None], audits: 
         "skipped_updates": last.get("skipped_updates", 0),
         "orphaned_emulators": ch.orphans,
         "equal_frames": frames,
-        "mean_return_chaos": r_chaos, "mean_return_calm": r_calm, "return_ratio": ratio,
+        "mean_return_chaos": r_chaos, "mean_return_calm": r_calm, "return_ratio": ratio(r_chaos, r_calm),
         "return_curve": return_curve(chaos_rows, calm_rows, frames),
         "peak_total_mb": peak,
         "peak_ratio": round(peak["chaos"] / peak["calm"], 3) if peak.get("chaos") and peak.get("calm") else None,

@@ -4,6 +4,11 @@ and benchmarks.chaos_pairs): rows are (time, metrics.jsonl row) in the order wri
 from __future__ import annotations
 
 
+def ratio(a: float | None, b: float | None) -> float | None:
+    """a / b to 3 places, or None where either is missing (or b is 0)."""
+    return round(a / b, 3) if a is not None and b else None
+
+
 def return_at(samples: list[tuple[float, dict]], frames: int) -> float | None:
     best = None
     for _, row in samples:
@@ -20,7 +25,7 @@ def return_curve(chaos_rows: list[tuple[float, dict]], calm_rows: list[tuple[flo
     for i in range(1, points + 1):
         at = frames * i // points
         a, b = return_at(chaos_rows, at), return_at(calm_rows, at)
-        out.append({"frames": at, "chaos": a, "calm": b, "ratio": round(a / b, 3) if a is not None and b else None})
+        out.append({"frames": at, "chaos": a, "calm": b, "ratio": ratio(a, b)})
     return out
 
 
@@ -34,7 +39,7 @@ def pair_table(pairs: dict[str, tuple[list, list]], every: int) -> tuple[list[in
         cells, chaos_sum, calm_sum, full = {}, 0.0, 0.0, True
         for name, (ch, ca) in pairs.items():
             a, b = return_at(ch, at), return_at(ca, at)
-            cells[name] = (a, b, round(a / b, 3) if a is not None and b else None)
+            cells[name] = (a, b, ratio(a, b))
             if a is None or b is None:
                 full = False
             else:
