@@ -29,7 +29,10 @@ checkpoints lost (a resume that did not take the newest checkpoint) and unreadab
 checkpoint loaded with weights_only=True at the end), half-written files, honest rollouts
 rejected (rejections outside the floods' windows), updates skipped, every role's memory at the
 start and end with its slope after --warmup, and the mean return against the undisturbed run at
-equal frames. Exit code 1 when a target is missed.
+equal frames. Exit code 1 when a target is missed. With --mark-every N, OUT/marks keeps each
+run's newest checkpoint as its frames pass every multiple of N; `python -m
+benchmarks.chaos_marks OUT` plays them (what each policy had learned by then, free of which
+episodes the faults cut).
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from common import protocol
 from learner import checkpoint
 from testkit.equal_frames import ratio, return_at, return_curve
 from testkit.floods import HelloFlood
+from testkit.marks import MarkKeeper
 from testkit.processes import free_base_port
 from testkit.rollouts import cartpole_rollout
 from testkit.run_files import read_actors, rejected_outside
@@ -407,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit-mb", type=float, default=50, help="--calm-only: most growth of the learner, the "
                    "host and an emulator after --warmup")
     p.add_argument("--learner-flag", action="append", default=[], help="more learner flags (repeat)")
+    p.add_argument("--mark-every", type=int, default=0, help="keep each run's newest checkpoint every this "
+                   "many frames in OUT/marks, to play them afterwards with benchmarks.chaos_marks (0: none)")
     args = p.parse_args(argv)
     faults = [f for f in args.faults.split(",") if f]
     if args.calm_only:
@@ -418,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--faults partition and full_disk need root (a network namespace, a tmpfs mount)")
     if not args.calm_only and args.actors < 1 and {"kill_actor", "stop_actor"} & set(faults):
         p.error("--actors must be at least 1 for kill_actor and stop_actor")
+    if args.mark_every < 0:
+        p.error("--mark-every must be 0 (none) or a number of frames")
     if args.calm_only:
         args.faults = "none"
     args.out = Path(args.out or tempfile.mkdtemp(prefix="chaos-"))
@@ -446,7 +454,8 @@ def main(argv: list[str] | None = None) -> int:
                     f.wait_ready(since, t0)
                 for f in (chaos, calm):
                     f.start_actors()
-                sampler = Sampler([chaos, calm], time.monotonic()).start()  # times from both runs started
+                marks = MarkKeeper(args.out / "marks", args.mark_every, [chaos.name, calm.name]) if args.mark_every else None
+                sampler = Sampler([chaos, calm], time.monotonic(), marks=marks).start()  # times from both runs started
                 ch = Chaos(args, chaos, calm, disk, part, sampler)
                 ch.run(faults, args.minutes, args.warmup)
             finally:

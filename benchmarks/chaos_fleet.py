@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psutil
 
+from testkit.marks import MarkKeeper
 from testkit.processes import BIN
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -260,8 +261,9 @@ class Sampler:
     """Every `every` s: each fleet's last metrics row and every process's RSS, with the time since
     `t0`. Samples are kept in memory (a few per second for hours is small) and appended to CSVs."""
 
-    def __init__(self, fleets: list[Fleet], t0: float, every: float = 1.0):
+    def __init__(self, fleets: list[Fleet], t0: float, every: float = 1.0, marks: MarkKeeper | None = None):
         self.fleets, self.t0, self.every = fleets, t0, every
+        self.marks = marks  # policy snapshots at equal frames (testkit/marks.py)
         self.metrics: dict[str, list[tuple[float, dict]]] = {f.name: [] for f in fleets}
         self.rss: dict[str, list[tuple[float, dict[str, float]]]] = {f.name: [] for f in fleets}
         self.lock = threading.Lock()
@@ -285,6 +287,8 @@ class Sampler:
                 try:
                     row = last_row(f.run_dir)
                     rss = f.rss_by_role() if n % 5 == 0 else None  # memory every 5 samples: it moves slowly
+                    if self.marks is not None and row:
+                        self.marks.check(f.name, f.run_dir, int(row["frames"]))
                 except Exception as exc:  # a sample lost is no reason to stop sampling
                     self.errors.append(f"{t:.0f}s {f.name}: {exc!r}")
                     continue

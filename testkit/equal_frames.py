@@ -29,6 +29,14 @@ def return_curve(chaos_rows: list[tuple[float, dict]], calm_rows: list[tuple[flo
     return out
 
 
+def pooled(cells: list[tuple[float | None, float | None]]) -> float | None:
+    """Sum of the first values over sum of the second, to 3 places: None unless every pair has both."""
+    if not cells or any(a is None or b is None for a, b in cells):
+        return None
+    calm = sum(b for _, b in cells)
+    return round(sum(a for a, _ in cells) / calm, 3) if calm else None
+
+
 def pair_table(pairs: dict[str, tuple[list, list]], every: int) -> tuple[list[int], list[dict]]:
     """Frame marks (multiples of `every` up to the least frames every run reached) and, at each,
     {"pairs": {name: (chaos, calm, ratio)}, "pooled": mean chaos / mean calm over the pairs}."""
@@ -36,14 +44,9 @@ def pair_table(pairs: dict[str, tuple[list, list]], every: int) -> tuple[list[in
     marks = list(range(every, reach + 1, every)) or [reach]
     table = []
     for at in marks:
-        cells, chaos_sum, calm_sum, full = {}, 0.0, 0.0, True
+        cells = {}
         for name, (ch, ca) in pairs.items():
             a, b = return_at(ch, at), return_at(ca, at)
             cells[name] = (a, b, ratio(a, b))
-            if a is None or b is None:
-                full = False
-            else:
-                chaos_sum, calm_sum = chaos_sum + a, calm_sum + b
-        table.append({"frames": at, "pairs": cells,
-                      "pooled": round(chaos_sum / calm_sum, 3) if full and calm_sum else None})
+        table.append({"frames": at, "pairs": cells, "pooled": pooled([(a, b) for a, b, _ in cells.values()])})
     return marks, table

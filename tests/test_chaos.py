@@ -136,3 +136,63 @@ def test_pairs_are_read_at_every_equal_frame_count_and_pooled():
     assert table[1]["pooled"] == round(60 / 120, 3)
     early = rows((0, None), (300, 5.0))  # no return yet at 100 frames: no pooled figure there
     assert pair_table({"a": (chaos, calm), "c": (early, early)}, every=100)[1][0]["pooled"] is None
+
+
+def _cartpole_checkpoint(run_dir, updates: int, frames: int, seed: int):
+    """A checkpoint as the learner writes it (learner/update_worker.py), of an untrained model."""
+    from common.config import Config
+    from common.model import build_model
+    from common.runspec import RunSpec
+
+    cfg = Config(env="CartPole-v1")
+    spec = RunSpec.from_config(cfg).model.as_dict()
+    torch.manual_seed(seed)
+    model = build_model(spec)
+    payload = {"model": model.state_dict(), "optimizer": torch.optim.Adam(model.parameters()).state_dict(),
+               "counters": {"updates": updates, "frames": frames, "version": updates},
+               "config": cfg.to_dict(), "model_spec": spec}
+    return checkpoint.save(run_dir / "checkpoints", updates, payload, keep=3)
+
+
+def test_marks_keep_a_snapshot_per_frame_mark_and_are_played_side_by_side(tmp_path):
+    """Each run's newest checkpoint is kept once as its frames pass every mark (a jump over two
+    marks keeps one), never half-copied; `benchmarks.chaos_marks` plays the marks both runs kept
+    with the same seeds and tabulates the played returns."""
+    from testkit.marks import MarkKeeper, marks_of
+
+    out = tmp_path / "out"
+    chaos, calm = out / "chaos" / "run", out / "calm" / "run"
+    keeper = MarkKeeper(out / "marks", 1000, ["chaos", "calm"])
+    assert keeper.check("chaos", chaos, 1500) is None  # no checkpoint yet: tried again at the next sample
+    first = _cartpole_checkpoint(chaos, 1, 900, seed=1)
+    assert keeper.check("chaos", chaos, 999) is None
+    kept = keeper.check("chaos", chaos, 1200)
+    assert kept == out / "marks" / "chaos_1000.pt" and kept.read_bytes() == first.read_bytes()
+    assert keeper.check("chaos", chaos, 1900) is None  # 2000 is next
+    second = _cartpole_checkpoint(chaos, 2, 3400, seed=2)
+    assert keeper.check("chaos", chaos, 3500).read_bytes() == second.read_bytes()  # passed 2000 and 3000
+    assert keeper.next["chaos"] == 4000 and keeper.kept["chaos"] == [1000, 2000]
+    _cartpole_checkpoint(calm, 1, 1100, seed=3)
+    keeper.check("calm", calm, 1100)
+    _cartpole_checkpoint(calm, 3, 2100, seed=4)
+    keeper.check("calm", calm, 2100)
+    assert list(marks_of(out / "marks", "calm")) == [1000, 2000]
+    assert not list((out / "marks").glob(".*")), "no partial copy left behind"
+
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.chaos_marks", str(out), "--episodes", "3"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    played = json.loads((out / "marks" / "played.json").read_text())
+    assert played["episodes"] == 3 and sorted(played["marks"], key=int) == ["1000", "2000"]
+    at = played["marks"]["2000"]
+    assert at["chaos"]["frames"] == 3400 and at["calm"]["frames"] == 2100  # what the snapshots had counted
+    for run in ("chaos", "calm"):
+        assert len(at[run]["returns"]) == 3 and at[run]["mean_return"] == pytest.approx(sum(at[run]["returns"]) / 3)
+    a, b = at["chaos"]["mean_return"], at["calm"]["mean_return"]
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("| 2,000 |"))
+    assert f"{a:.0f} / {b:.0f} ({a / b:.3f})" in row and row.endswith(f"| {a / b:.3f} |")
+    bare = tmp_path / "bare"
+    (bare / "marks").mkdir(parents=True)
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.chaos_marks", str(bare)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "no snapshots" in proc.stderr and "Traceback" not in proc.stderr
