@@ -90,7 +90,9 @@ class Config(ConnectXSettings):
     eps_alpha: float = _f(7.0, "spread of the epsilon ladder with --exploration epsilon")
     seed: int = _f(1, "base seed; each actor's seed is derived from it and the actor id")
     device: str = _f("auto", "auto (CUDA when present), cpu, cuda, cuda:N")
-    torch_threads: int = _f(0, "learner's torch CPU threads; 0 = half the cores, leaving the rest to actors")
+    torch_threads: int = _f(0, "learner's torch CPU threads; 0 = --learner-share of the cores, leaving the rest to actors")
+    learner_share: float = _f(0.5, "with --torch-threads 0: the share of the cores the learner's threads take (the "
+                              "atari preset's update costs 4x an actor's work a frame: 0.8)")
     total_frames: int = _f(0, "stop cleanly after this many emulator frames (0 = run until stopped)")
     stop_at_return: float = _f(0.0, "stop cleanly once the mean return reaches this (0 = never)")
     return_window: int = _f(100, "episodes in the mean return of reports and --stop-at-return")
@@ -139,6 +141,8 @@ class Config(ConnectXSettings):
             raise ConfigError(f"repeat_action_probability must lie in [0, 1], got {self.repeat_action_probability}")
         if not 0.0 <= self.eps_base <= 1.0:
             raise ConfigError(f"eps_base must lie in [0, 1], got {self.eps_base}")
+        if not 0.0 < self.learner_share <= 1.0:
+            raise ConfigError(f"learner_share must lie in (0, 1], got {self.learner_share}")
         if not self.bandit_bonus >= 0.0:
             raise ConfigError(f"bandit_bonus must not be negative, got {self.bandit_bonus}")
         self.arms()  # checks the form of bandit_arms

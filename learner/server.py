@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import math
 import os
 import secrets
 import signal
@@ -47,8 +48,9 @@ class PortInUse(OSError):
 
 
 def torch_threads(cfg: Config) -> int:
-    """The learner's torch threads: --torch-threads, else half the cores (actors here need the rest)."""
-    return cfg.torch_threads or max(1, (os.cpu_count() or 2) // 2)
+    """The learner's torch threads: --torch-threads, else --learner-share of the cores, rounded
+    half down, at least 1 (actors here need the rest): half of 2 or 3 cores is 1, 0.8 of 2 is 2."""
+    return cfg.torch_threads or max(1, math.ceil((os.cpu_count() or 2) * cfg.learner_share - 0.5))
 
 
 def specs(cfg: Config) -> tuple[dict[str, Any], dict[str, Any], RolloutSpec]:

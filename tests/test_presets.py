@@ -97,3 +97,20 @@ def test_every_preset_holds_valid_settings_and_a_place_for_connectx():
         assert section.get("envs") or name in family_presets, f"{name} matches no env"
     text = (Path(__file__).resolve().parents[1] / "common" / "presets.toml").read_text()
     assert "[connectx]" in text
+
+
+def test_the_learner_takes_its_share_of_the_cores(monkeypatch):
+    """--torch-threads 0: --learner-share of the cores, rounded half down, at least 1. The atari
+    preset's update is the heavier part on a CPU (docs/BENCHMARKS.md): 0.8, so 2 of 2 cores;
+    every other game keeps half (1 of 2: Airstriker's actors need the other core)."""
+    from learner.server import torch_threads
+
+    pong, air = cfg_of("--env", "ALE/Pong-v5"), cfg_of()
+    assert (pong.learner_share, air.learner_share) == (0.8, 0.5)
+    for cores, want_pong, want_air in ((1, 1, 1), (2, 2, 1), (3, 2, 1), (4, 3, 2), (16, 13, 8)):
+        monkeypatch.setattr("os.cpu_count", lambda c=cores: c)
+        assert (torch_threads(pong), torch_threads(air)) == (want_pong, want_air), cores
+    assert torch_threads(cfg_of("--env", "ALE/Pong-v5", "--torch-threads", "1")) == 1  # a flag wins
+    for bad in ("0", "1.5", "-0.2"):
+        with pytest.raises(ConfigError, match="learner_share"):
+            cfg_of("--learner-share", bad)
