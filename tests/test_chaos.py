@@ -64,7 +64,7 @@ def test_short_chaos_run_loses_nothing_and_heals(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.chaos", "--minutes", "1", "--env", "CartPole-v1", "--out", str(out),
          "--seed", "3", "--faults", ",".join(FAULTS), "--warmup", "12", "--save-interval", "2",
-         "--min-gap", "1", "--max-gap", "3", "--partition-s", "8"],
+         "--min-gap", "1", "--max-gap", "3", "--partition-s", "8", "--mark-every", "20000"],
         cwd=ROOT, capture_output=True, text=True, timeout=900)
     report = out / "chaos.json"
     assert report.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -91,6 +91,13 @@ def test_short_chaos_run_loses_nothing_and_heals(tmp_path):
     for run in ("chaos", "calm"):
         assert {"learner", "host", "emulator", "actor0", "remote"} <= set(data["memory"][run]), data["memory"][run]
     assert s["mean_return_chaos"] is not None and s["mean_return_calm"] is not None
+    from testkit.marks import marks_of
+
+    for run in ("chaos", "calm"):  # --mark-every: each run's policy kept at the same frame marks
+        kept = marks_of(out / "marks", run)
+        assert 20000 in kept, f"no {run} snapshot at 20,000 frames: {sorted(kept)}"
+        snap = torch.load(kept[20000], map_location="cpu", weights_only=True)
+        assert 0 < snap["counters"]["frames"] <= 20000 + 5000 * 2, snap["counters"]  # the newest before the mark's sample
     assert proc.returncode == (0 if s["ok"] else 1)
 
 
