@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from testkit.equal_frames import pooled
+from testkit.equal_frames import pooled, ratio
 from testkit.marks import marks_of
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| --- | " + " | ".join("---" for _ in names) + " | --- |")
     for mark in marks:
         cells = [(played[n][mark]["chaos"]["mean_return"], played[n][mark]["calm"]["mean_return"]) for n in names]
-        text = [f"{a:.0f} / {b:.0f} ({a / b:.3f})" if b else f"{a:.0f} / {b:.0f} (-)" for a, b in cells]
+        text = [f"{a:.0f} / {b:.0f} ({'-' if ratio(a, b) is None else format(ratio(a, b), '.3f')})" for a, b in cells]
         total = pooled(cells)
         print(f"| {mark:,} | " + " | ".join(text) + f" | {'-' if total is None else format(total, '.3f')} |")
     return 0
