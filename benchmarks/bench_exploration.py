@@ -4,6 +4,11 @@ epsilon ladder and `adaptive` (a bandit per actor), the same frames and seeds fo
     python -m benchmarks.bench_exploration --env Airstriker-Genesis-v0 --frames 2000000 --seeds 1 2 3 --out DIR
     python -m benchmarks.bench_exploration --env CartPole-v1 --frames 20000 --seeds 1 --out /tmp/x  # smoke
 
+Runs go seed by seed (none, epsilon, adaptive for seed 1, then seed 2, ...). A run that reached its
+frames leaves DIR/VARIANT_SEED/done.json and is kept when the command runs again with the same
+--frames: a benchmark of many hours can be stopped and taken up again later, one finished run at a
+time (a run stopped part-way starts again from nothing).
+
 Writes DIR/exploration.csv (frames, mean return per variant, mean over seeds), exploration.png (the
 three curves on one plot), arm_shares.png (the adaptive runs' share of episodes per arm over
 frames) and exploration.json / .md (the mean of the last 100 episodes per variant and seed).
@@ -80,16 +85,25 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     runs: dict[str, list[list[dict]]] = {v: [] for v in args.variants}
     finals: dict[str, dict[int, float | None]] = {v: {} for v in args.variants}
-    for variant in args.variants:
-        for seed in args.seeds:
+    # Seeds outer, variants inner: a benchmark stopped part-way has every variant at the same seeds.
+    # A run that finished (its done.json) is kept, not run again: the 9 runs may span sessions.
+    for seed in args.seeds:
+        for variant in args.variants:
             run_dir = out / f"{variant}_{seed}"
-            flags = ["--env", args.env, "--exploration", variant, "--seed", str(seed),
-                     "--total-frames", str(args.frames), "--eval-interval", "0", *args.extra]
-            run_pipeline(flags, args.actors, run_dir, timeout=args.timeout)
+            done = run_dir / "done.json"
+            if done.exists() and json.loads(done.read_text()).get("frames_target") == args.frames:
+                print(f"{variant} seed {seed}: finished before, kept ({run_dir})", flush=True)
+            else:
+                flags = ["--env", args.env, "--exploration", variant, "--seed", str(seed),
+                         "--total-frames", str(args.frames), "--eval-interval", "0", *args.extra]
+                run_pipeline(flags, args.actors, run_dir, timeout=args.timeout)
             rows = rows_of(run_dir)
             runs[variant].append(rows)
             finals[variant][seed] = next((r["mean_return"] for r in reversed(rows) if r["mean_return"] is not None), None)
-            print(f"{variant} seed {seed}: {rows[-1]['frames']:,} frames, mean return (last 100) "
+            if rows and rows[-1]["frames"] >= args.frames:
+                done.write_text(json.dumps({"frames_target": args.frames, "frames": rows[-1]["frames"],
+                                            "mean_return": finals[variant][seed], "flags": args.extra}))
+            print(f"{variant} seed {seed}: {rows[-1]['frames'] if rows else 0:,} frames, mean return (last 100) "
                   f"{finals[variant][seed]}", flush=True)
     grid = np.linspace(0, args.frames, 101)
     curves = {v: mean_curve(runs[v], grid) for v in args.variants}
