@@ -309,6 +309,7 @@ def table_rows(rep: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     if "trainer" in r:
         tr = r["trainer"]
         labels = {"cpu": "CPU, the learner's torch threads", "cpu_all_cores": "CPU, all cores", "cuda": "CUDA"}
+        labels |= {k + "_bf16": v + ", --precision bf16" for k, v in labels.items()}
         for key, label in labels.items():
             if key in tr:
                 rows.append((f"8. Trainer.update on {label} ({tr[key]['threads']}), batch {tr['batch']} (T=32)",

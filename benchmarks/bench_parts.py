@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
+import dataclasses
 import functools
 import json
 import os
@@ -552,12 +554,15 @@ def trainer_update(updates: int) -> dict[str, Any]:
         runs.append(("cpu_all_cores", "cpu", os.cpu_count() or 1))
     if torch.cuda.is_available():
         runs.append(("cuda", "cuda", learner_threads))
+    # each again with --precision bf16 ("cpu_bf16", ...), right after its fp32 twin
     for key, dev, threads in runs:
         torch.set_num_threads(threads)
-        trainer = Trainer(model, cfg, torch.device(dev))
-        sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
-        per = _timed(lambda t=trainer, s=sync: (t.update(batch), s()), 0.0, updates)
-        out[key] = {"seconds_per_update": per, "samples_per_s": batch.transitions / per, "threads": threads}
+        for suffix, precision in (("", "fp32"), ("_bf16", "bf16")):
+            trainer = Trainer(copy.deepcopy(model), dataclasses.replace(cfg, precision=precision), torch.device(dev))
+            sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+            per = _timed(lambda t=trainer, s=sync: (t.update(batch), s()), 0.0, updates)
+            out[key + suffix] = {"seconds_per_update": per, "samples_per_s": batch.transitions / per,
+                                 "threads": threads, "precision": precision}
     return out
 
 

@@ -90,6 +90,9 @@ class Config(ConnectXSettings):
     eps_alpha: float = _f(7.0, "spread of the epsilon ladder with --exploration epsilon")
     seed: int = _f(1, "base seed; each actor's seed is derived from it and the actor id")
     device: str = _f("auto", "auto (CUDA when present), cpu, cuda, cuda:N")
+    precision: str = _f("fp32", "the learner's update: fp32, or bf16 (autocast: convolutions and matrix products in "
+                        "bfloat16; weights, optimizer and losses stay fp32; fast where the CPU has avx512_bf16/AMX or on "
+                        "a GPU; changes what is learned a little, so never the default)", choices=("fp32", "bf16"))
     torch_threads: int = _f(0, "learner's torch CPU threads; 0 = --learner-share of the cores, leaving the rest to actors")
     learner_share: float = _f(0.5, "with --torch-threads 0: the share of the cores the learner's threads take (the "
                               "atari preset's update costs 4x an actor's work a frame: 0.8)")

@@ -6,6 +6,7 @@ are put back as they were before it, so no poison ever reaches the weights.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from dataclasses import dataclass, field
@@ -148,8 +149,10 @@ class Trainer:
             order = torch.randperm(B)
             for mb in torch.chunk(order, self.cfg.minibatches):
                 mb = mb.to(self.device)
-                logits, values, states = self.model.unroll(obs[:, mb], state0[mb], starts[:, mb])
-                final_values = self._final_values(final_obs, final_at, states, mb, B)
+                with self._autocast():
+                    logits, values, states = self.model.unroll(obs[:, mb], state0[mb], starts[:, mb])
+                    final_values = self._final_values(final_obs, final_at, states, mb, B)
+                logits, values = logits.float(), values.float()  # the losses in fp32 whatever --precision
                 loss, s = appo_loss(logits[:-1], values[:-1], values[-1], actions[:, mb], logp[:, mb],
                                     rewards[:, mb], discounts[:, mb], self.loss_cfg,
                                     None if masks is None else masks[:, mb],
@@ -168,6 +171,13 @@ class Trainer:
                     stats[k] = stats.get(k, 0.0) + v
                 n += 1
         return UpdateResult({k: v / n for k, v in stats.items()})
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """--precision bf16: the forward's convolutions and matrix products in bfloat16 (their
+        backward follows); fp32: nothing."""
+        if self.cfg.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def _final_values(self, final_obs: torch.Tensor, final_at: torch.Tensor, states: torch.Tensor,
                       mb: torch.Tensor, B: int) -> torch.Tensor:

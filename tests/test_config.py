@@ -115,6 +115,7 @@ def test_load_toml_missing_and_invalid(tmp_path):
         ({"frame_stack": 0}, "frame_stack"),
         ({"mode": "fast"}, "mode"),
         ({"exploration": "boltzmann"}, "exploration"),
+        ({"precision": "fp16"}, "precision"),
         ({"gamma": 1.5}, "gamma"),
         ({"gamma": -0.1}, "gamma"),
         ({"gamma": float("nan")}, "gamma"),
@@ -146,6 +147,7 @@ def test_bad_values(kw, name):
         {"gamma": 0.0},
         {"port": 65533},
         {"mode": "sync"},
+        {"precision": "bf16"},
         {"minibatches": 4, "batch_size": 128, "unroll_length": 32},
         {"minibatches": 8, "mode": "sync"},
     ],
@@ -209,6 +211,7 @@ def test_resume_reads_run_config(tmp_path):
         ["--bogus-flag"],
         ["--lr", "abc"],
         ["--clip-rewards", "yes"],
+        ["--precision", "fp16"],
     ],
 )
 def test_parser_errors_exit_2(argv, capsys):

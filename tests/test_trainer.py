@@ -138,3 +138,41 @@ def test_the_learners_adam_is_torchs_without_importing_the_compiler():
     out = subprocess.run([sys.executable, "-c", _ADAM_CHECK], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["no", "dynamo", "equal"], out.stdout
+
+
+def image_batch(seed: int = 0, n_actions: int = 6):
+    """Rollouts of 84x84 frames with a stack of 4, as an Atari actor sends them."""
+    rng = np.random.default_rng(seed)
+    return collate([Rollout(b, 0, rng.integers(0, 256, (T + 1, 84, 84), dtype=np.uint8),
+                            rng.integers(0, 256, (3, 84, 84), dtype=np.uint8),
+                            rng.integers(0, n_actions, T).astype(np.int32), np.full(T, math.log(1 / n_actions), np.float32),
+                            rng.choice([-1.0, 0.0, 1.0], T).astype(np.float32), np.zeros(T, bool), np.zeros(T, bool))
+                    for b in range(B)], 0)
+
+
+def test_bf16_precision_runs_the_forward_in_bfloat16_and_keeps_weights_and_losses_fp32():
+    """--precision bf16: the Nature CNN's convolutions and matrix products run in bfloat16 (what
+    makes the CPU update 2.3x faster per sample on avx512_bf16, docs/BENCHMARKS.md); the weights,
+    the optimizer state and the statistics stay fp32 and finite. fp32 (the default) runs none."""
+    seen: dict[str, set] = {}
+    results = {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        t = Trainer(build_model(model_spec((84, 84), 4, 6, 64)), Config(env="ALE/Pong-v5", precision=precision,
+                                                                        epochs=2, minibatches=2), torch.device("cpu"))
+        seen[precision] = set()
+        for layer in (t.model.torso[0], t.model.fc[0], t.model.policy):
+            layer.register_forward_hook(lambda m, i, out, p=precision: seen[p].add(out.dtype))
+        before, _ = state(t)
+        result = t.update(image_batch())
+        assert result.skipped is None, result
+        assert all(math.isfinite(v) for v in result.stats.values())
+        after = t.model.state_dict()
+        assert all(v.dtype == torch.float32 for v in after.values())
+        assert all(s["exp_avg"].dtype == torch.float32 for s in t.optimizer.state_dict()["state"].values())
+        assert not same(before, after)
+        results[precision] = after
+    assert seen == {"fp32": {torch.float32}, "bf16": {torch.bfloat16}}
+    # the same start and batch: close, not equal (bfloat16 keeps 8 bits of mantissa)
+    w32, w16 = results["fp32"]["fc.0.weight"], results["bf16"]["fc.0.weight"]
+    assert not torch.equal(w32, w16) and torch.allclose(w32, w16, atol=1e-2)
