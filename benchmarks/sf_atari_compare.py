@@ -94,17 +94,20 @@ def run_sf(args: argparse.Namespace, config: str, out: Path) -> dict:
     return {"system": f"SF 2 workers, {envs} env/worker, {splits} split", **steady_fps(sf_points(out / f"{name}.log"), args.skip)}
 
 
-def run_rf(args: argparse.Namespace, actors: int, out: Path) -> dict:
-    run_dir = out / f"rf_{actors}"
-    cmd = [str(ROOT / "launch.sh"), str(actors), "--env", args.env, "--run-dir", str(run_dir),
-           "--port", str(free_base_port()), "--report-interval", "5", "--eval-interval", "0"]
+def run_rf(args: argparse.Namespace, run: str, out: Path) -> dict:
+    """`run` is N or N:FLAGS (./launch.sh N --env ENV FLAGS)."""
+    actors, _, flags = run.partition(":")
+    tag = f"rf_{actors}" + ("_" + re.sub(r"[^A-Za-z0-9]+", "_", flags).strip("_") if flags else "")
+    run_dir = out / tag
+    cmd = [str(ROOT / "launch.sh"), actors, "--env", args.env, "--run-dir", str(run_dir),
+           "--port", str(free_base_port()), "--report-interval", "5", "--eval-interval", "0", *flags.split()]
     start = time.monotonic()
-    bounded(cmd, out / f"rf_{actors}.log", args.seconds + 20, signal.SIGINT)
+    bounded(cmd, out / f"{tag}.log", args.seconds + 20, signal.SIGINT)
     rows = read_metrics(run_dir) if (run_dir / "metrics.jsonl").exists() else []
     res = steady_fps([(r["wall_s"], r["frames"]) for r in rows], args.skip)
     lag = rows[-1].get("policy_lag_mean") if rows else None
-    return {"system": f"retrofleet ./launch.sh {actors}", **res, "policy_lag_mean": lag,
-            "wall_s": round(time.monotonic() - start)}
+    return {"system": f"retrofleet ./launch.sh {actors}" + (f" {flags}" if flags else ""), **res,
+            "policy_lag_mean": lag, "wall_s": round(time.monotonic() - start)}
 
 
 def main() -> None:
@@ -114,7 +117,8 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=120, help="length of each run")
     p.add_argument("--skip", type=float, default=30, help="seconds at a run's start left out")
     p.add_argument("--sf-configs", nargs="+", default=["1x1", "2x2", "4x2"])
-    p.add_argument("--rf-actors", type=int, nargs="+", default=[2, 8])
+    p.add_argument("--rf-runs", nargs="+", default=["2", "8"],
+                   help="retrofleet runs: N (./launch.sh N) or N:FLAGS, e.g. '8:--precision bf16'")
     p.add_argument("--out", default="bench_out/sf_atari")
     args = p.parse_args()
     if not Path(args.sf_python).exists():
@@ -123,7 +127,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = [run_sf(args, args.sf_configs[0], out)]  # SF, retrofleet, SF again: drift shows
-    results += [run_rf(args, n, out) for n in args.rf_actors]
+    results += [run_rf(args, r, out) for r in args.rf_runs]
     results += [run_sf(args, c, out) for c in args.sf_configs[1:]]
     best_sf = max((r.get("fps", 0) for r in results if r["system"].startswith("SF")), default=0)
     lines = [f"{args.env}, {args.seconds:g} s a run, frames/s from {args.skip:g} s to the last report; "
