@@ -530,7 +530,7 @@ def weights_latency(reps: int, n_subs: int = 8) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- 8. trainer
 
 
-def trainer_update(updates: int) -> dict[str, Any]:
+def trainer_update(updates: int, threads: int = 0) -> dict[str, Any]:
     """Samples/s of Trainer.update on a batch collated from real rollouts, with the settings of
     `--env ENV` (Airstriker: 512 of T=32, one pass; atari preset: 1,024 of T=128, 4 epochs x 4)."""
     import torch
@@ -540,7 +540,7 @@ def trainer_update(updates: int) -> dict[str, Any]:
     from learner.trainer import Trainer
 
     cfg = bench_config()
-    learner_threads = torch_threads(cfg)  # as the Learner sets it
+    learner_threads = threads or torch_threads(cfg)  # as the Learner sets it, unless --threads
     model, model_spec = _model_and_spec()
     spec = protocol.RolloutSpec(cfg.unroll_length, (84, 84), "uint8", 4, model_spec["n_actions"], SKIP)
     msgs = _real_messages(8)
@@ -550,7 +550,7 @@ def trainer_update(updates: int) -> dict[str, Any]:
                            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"}
     # "cpu": the learner's own thread count; "cpu_all_cores" too when that differs
     runs = [("cpu", "cpu", learner_threads)]
-    if (os.cpu_count() or 1) != learner_threads:
+    if not threads and (os.cpu_count() or 1) != learner_threads:
         runs.append(("cpu_all_cores", "cpu", os.cpu_count() or 1))
     if torch.cuda.is_available():
         runs.append(("cuda", "cuda", learner_threads))
@@ -628,6 +628,7 @@ def main() -> None:
     p.add_argument("--path", default="")
     p.add_argument("--id", type=int, default=0)
     p.add_argument("--count", type=int, default=0, help="repetitions, updates or envs")
+    p.add_argument("--threads", type=int, default=0, help="trainer: torch threads (0 = the learner's own)")
     a = p.parse_args()
     calls = {
         "raw": lambda: raw_emulator(a.seconds),
@@ -636,7 +637,7 @@ def main() -> None:
         "sender": lambda: sender(a.port, a.seconds, a.path),
         "weights": lambda: weights_latency(a.count or 10),
         "subscriber": lambda: subscriber(a.port, a.id),
-        "trainer": lambda: trainer_update(a.count or 2),
+        "trainer": lambda: trainer_update(a.count or 2, a.threads),
         "load": lambda: actor_load(a.seconds),
         "vector": lambda: vector_env(a.seconds, a.count or os.cpu_count() or 1),
         "consumer": lambda: consumer(a.port, a.run_dir),
