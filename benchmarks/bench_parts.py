@@ -555,14 +555,14 @@ def trainer_update(updates: int, threads: int = 0) -> dict[str, Any]:
     if torch.cuda.is_available():
         runs.append(("cuda", "cuda", learner_threads))
     # each again with --precision bf16 ("cpu_bf16", ...), right after its fp32 twin
-    for key, dev, threads in runs:
-        torch.set_num_threads(threads)
+    for key, dev, n_threads in runs:
+        torch.set_num_threads(n_threads)
         for suffix, precision in (("", "fp32"), ("_bf16", "bf16")):
             trainer = Trainer(copy.deepcopy(model), dataclasses.replace(cfg, precision=precision), torch.device(dev))
             sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
             per = _timed(lambda t=trainer, s=sync: (t.update(batch), s()), 0.0, updates)
             out[key + suffix] = {"seconds_per_update": per, "samples_per_s": batch.transitions / per,
-                                 "threads": threads, "precision": precision}
+                                 "threads": n_threads, "precision": precision}
     return out
 
 

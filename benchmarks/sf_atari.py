@@ -36,25 +36,26 @@ ENV_VAR = "RF_SF_ATARI_ENV"  # --env_id, for SF's worker processes (spawned: the
 
 
 class FrameStack(gym.Wrapper):
-    """(stack, H, W) uint8 of the last frames, oldest first; a reset fills it with the reset frame
-    (what retrofleet's actor does, common/framestack.py)."""
+    """(stack, H, W) uint8 of the last frames, oldest first: retrofleet's own actor stack
+    (common/framestack.py), a reset filling it with the reset frame."""
 
     def __init__(self, env: gym.Env, stack: int):
+        from common.framestack import FrameStack as Stack
+
         super().__init__(env)
         h, w = env.observation_space.shape
-        self._buf = np.zeros((stack, h, w), np.uint8)
+        self._stack = Stack(stack, (h, w), np.uint8)
         self.observation_space = gym.spaces.Box(0, 255, (stack, h, w), np.uint8)
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
-        self._buf[:] = obs
-        return self._buf.copy(), info
+        self._stack.reset(obs)
+        return self._stack.buf.copy(), info
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
-        self._buf[:-1] = self._buf[1:]
-        self._buf[-1] = obs
-        return self._buf.copy(), reward, terminated, truncated, info
+        self._stack.push(obs)
+        return self._stack.buf.copy(), reward, terminated, truncated, info
 
 
 def make_atari(full_env_name: str, cfg=None, env_config=None, render_mode: str | None = None):
