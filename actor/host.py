@@ -203,15 +203,17 @@ class ActorHost:
                 acting = running
                 log.info("got weights version %d; acting" if running else "holding back (link %s)",
                          link.version if running else link.state.value)
-            sampler.held = self._hold(running, patience)
-            done = sampler.observe(sampler.pool.ready())
-            sampler.act(link.version)
-            for k, r in done:
+            for k, r in sampler.observe(sampler.pool.ready()):
                 info = self.slots[k]
                 info.outbox.append(protocol.encode_rollout(r, token=info.member.welcome.token))
                 if patience is not None:
                     info.wait_version, info.wait_since = r.policy_version, now
                 frames += r.steps * frame_skip
+            # held after the rollouts just finished are counted: in sync mode a slot whose rollout
+            # ended must not take its next step with the same weights (that rollout, made with
+            # the old version, would be stale: half the host's frames thrown away)
+            sampler.held = self._hold(running, patience)
+            sampler.act(link.version)
             self._flush()
             if now >= next_supervise:
                 next_supervise = now + 0.5

@@ -106,3 +106,18 @@ def test_mode_rule_hosts_image_games_from_two_emulators_a_core():
     assert choose(cart, 2, cores=2, cuda=True)[0] == "process", "an MLP stays on the CPU"
     assert choose(cart, 8, cores=2, cuda=False)[0] == "host"
     assert choose(RunSpec.from_config(Config(env="connectx")), 8)[0] == "process", "masks and opponents"
+
+
+def test_sync_mode_each_emulator_sends_one_rollout_a_round_and_none_is_stale(procs, tmp_path):
+    """Sync mode through the host: an emulator whose rollout ended holds until newer weights.
+    Were its next step taken with the old weights, its next rollout would carry the old
+    version and be dropped as stale (one per emulator a round: half the host's frames)."""
+    port, run = free_base_port(), tmp_path / "run"
+    procs.learner(*CARTPOLE, "--mode", "sync", "--min-actors", "2", "--sync-timeout", "60", "--unroll-length", "16",
+                  "--update-delay", "0.3", "--report-interval", "0.5", port=port, run_dir=run)
+    start_host(procs, port, 2)
+    wait_for(lambda: last_metrics(run).get("updates", 0) >= 8, 90, "8 sync rounds from the host's two emulators")
+    time.sleep(1.0)  # a stale rollout of the last round would arrive by now
+    m = last_metrics(run)
+    assert m["dropped_stale"] == 0, m
+    assert m["policy_lag_max"] == 0 and m["rejected_messages"] == 0, m
