@@ -209,9 +209,8 @@ class ActorHost:
                 if patience is not None:
                     info.wait_version, info.wait_since = r.policy_version, now
                 frames += r.steps * frame_skip
-            # held after the rollouts just finished are counted: in sync mode a slot whose rollout
-            # ended must not take its next step with the same weights (that rollout, made with
-            # the old version, would be stale: half the host's frames thrown away)
+            # holds after the finished rollouts are read: in sync mode a slot whose rollout just
+            # ended must not step again with the same weights (its next rollout would be stale)
             sampler.held = self._hold(running, patience)
             sampler.act(link.version)
             self._flush()
