@@ -47,19 +47,23 @@ def run(args: argparse.Namespace) -> Path:
     out = Path(args.out)
     run_dir = out / "run"
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [str(ROOT / "launch.sh"), str(args.actors), "--env", args.env, "--total-frames", str(args.frames),
-           "--run-dir", str(run_dir), "--port", str(free_base_port()), "--report-interval", "10",
-           "--return-window", "20", "--eval-interval", "0", *args.extra]
+    launch(args.actors, ["--env", args.env, "--total-frames", str(args.frames), "--report-interval", "10",
+                         "--return-window", "20", "--eval-interval", "0", *args.extra], run_dir, out, args.timeout)
+    return run_dir
+
+
+def launch(actors: int, flags: list[str], run_dir: Path, out: Path, timeout: float) -> None:
+    """./launch.sh ACTORS FLAGS --run-dir RUN_DIR; OUT/command.txt and OUT/launch.out; SIGINT at the timeout."""
+    cmd = [str(ROOT / "launch.sh"), str(actors), *flags, "--run-dir", str(run_dir), "--port", str(free_base_port())]
     (out / "command.txt").write_text(" ".join(cmd[1:]) + "\n")
     with open(out / "launch.out", "wb") as log:
         p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
-            p.wait(args.timeout)
+            p.wait(timeout)
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGINT)  # the run stops cleanly and keeps what it has
             p.wait(60)
-    return run_dir
 
 
 def curve(run_dir: Path, out: Path, env_id: str) -> dict:

@@ -7,7 +7,9 @@ epsilon ladder and `adaptive` (a bandit per actor), the same frames and seeds fo
 Runs go seed by seed (none, epsilon, adaptive for seed 1, then seed 2, ...). A run that reached its
 frames leaves DIR/VARIANT_SEED/done.json and is kept when the command runs again with the same
 --frames: a benchmark of many hours can be stopped and taken up again later, one finished run at a
-time (a run stopped part-way starts again from nothing).
+time (a run stopped part-way starts again from nothing). `--launch` runs each variant as
+`./launch.sh ACTORS` (what users run: an actor host of emulators) instead of a learner and ACTORS
+actor processes.
 
 Writes DIR/exploration.csv (frames, mean return per variant, mean over seeds), exploration.png (the
 three curves on one plot), arm_shares.png (the adaptive runs' share of episodes per arm over
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.bench_atari import launch
 from testkit.processes import run_pipeline
 
 VARIANTS = ("none", "epsilon", "adaptive")
@@ -77,6 +80,9 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--actors", type=int, default=2)
+    p.add_argument("--launch", action="store_true",
+                   help="run each variant as ./launch.sh ACTORS (one actor host of emulators) instead of "
+                        "a learner and ACTORS actor processes")
     p.add_argument("--timeout", type=float, default=6 * 3600)
     p.add_argument("--out", default="bench_out/exploration")
     p.add_argument("extra", nargs="*", help="more learner flags (after --)")
@@ -96,7 +102,11 @@ def main() -> None:
             else:
                 flags = ["--env", args.env, "--exploration", variant, "--seed", str(seed),
                          "--total-frames", str(args.frames), "--eval-interval", "0", *args.extra]
-                run_pipeline(flags, args.actors, run_dir, timeout=args.timeout)
+                if args.launch:  # ./launch.sh N, as users run it (a host of emulators); its files in run_dir
+                    run_dir.mkdir(parents=True, exist_ok=True)
+                    launch(args.actors, flags, run_dir, run_dir, args.timeout)
+                else:
+                    run_pipeline(flags, args.actors, run_dir, timeout=args.timeout)
             rows = rows_of(run_dir)
             runs[variant].append(rows)
             finals[variant][seed] = next((r["mean_return"] for r in reversed(rows) if r["mean_return"] is not None), None)
