@@ -15,6 +15,7 @@ import torch
 from actor.exploration import explorer
 from actor.link import LearnerChanged, LearnerLink, Stop, Welcome
 from actor.rollout import RolloutCollector
+from actor.sync_pace import SyncPatience
 from common import protocol, transport
 from common.envs import EnvError
 from common.families import family_for
@@ -64,14 +65,15 @@ class ActorClient:
         log.info("got weights version %d; acting", link.version)
         try:
             # sync: a round trains on what it has after sync_timeout; an actor whose rollout was
-            # lost waits that long (and two republishes) for newer weights, then sends another
-            patience = s.sync_timeout + 2 * s.publish_interval if s.mode == "sync" else None
+            # lost waits that long (two republishes and twice the recent rounds) for newer
+            # weights, then sends another
+            patience = SyncPatience(s.sync_timeout, s.publish_interval) if s.mode == "sync" else None
             self._loop(model, sync_patience=patience, publish_interval=s.publish_interval)
         finally:
             env.close()
         return 0
 
-    def _loop(self, model: torch.nn.Module, *, sync_patience: float | None, publish_interval: float) -> None:
+    def _loop(self, model: torch.nn.Module, *, sync_patience: SyncPatience | None, publish_interval: float) -> None:
         link, collector = self.link, self.collector
         last_report, steps_at_report = time.monotonic(), 0
         steps = 0
@@ -87,10 +89,12 @@ class ActorClient:
                 continue
             send_time += time.perf_counter() - t0
             steps += rollout.steps
-            if sync_patience is not None and not link.wait_for_weights(model, rollout.policy_version,
-                                                                       give_up_after=sync_patience):
-                log.warning("no weights newer than version %d after %.0f s; sending another rollout "
-                            "(the last one may have been lost)", rollout.policy_version, sync_patience)
+            if sync_patience is not None:
+                if link.wait_for_weights(model, rollout.policy_version, give_up_after=sync_patience.seconds()):
+                    sync_patience.seen(link.version, time.monotonic())
+                else:
+                    log.warning("no weights newer than version %d after %.0f s; sending another rollout "
+                                "(the last one may have been lost)", rollout.policy_version, sync_patience.seconds())
             if time.monotonic() - link.weights_seen_at > 3 * publish_interval + 5:
                 log.warning("no weights from the learner for %.0f s; is it up?",
                             time.monotonic() - link.weights_seen_at)

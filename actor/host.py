@@ -26,6 +26,7 @@ from actor.inference import pick_device
 from actor.link import LearnerLink, Membership, Welcome
 from actor.mode import HOST_MODEL_KINDS
 from actor.sampler import Member, Sampler
+from actor.sync_pace import SyncPatience
 from common import protocol, transport
 from common.envs import EnvError
 
@@ -144,7 +145,7 @@ class ActorHost:
                     log.info("emulator %d (actor %d) answers again", k, info.member.welcome.actor_id)
 
     # ------------------------------------------------------------------ main loop
-    def _hold(self, running: bool, sync_patience: float | None) -> set[int]:
+    def _hold(self, running: bool, sync_patience: SyncPatience | None) -> set[int]:
         """Slots that must not act now: all while the link is not running; otherwise those with a
         full outbox and, in sync mode, those waiting for the next version."""
         if not running:
@@ -156,9 +157,10 @@ class ActorHost:
             elif sync_patience is not None and info.wait_version is not None:
                 if version > info.wait_version:
                     info.wait_version = None
-                elif now - info.wait_since > sync_patience:
+                elif now - info.wait_since > sync_patience.seconds():
                     log.warning("emulator %d: no weights newer than version %d after %.0f s; acting on "
-                                "(its last rollout may have been lost)", k, info.wait_version, sync_patience)
+                                "(its last rollout may have been lost)", k, info.wait_version,
+                                sync_patience.seconds())
                     info.wait_version = None
                 else:
                     held.add(k)
@@ -175,8 +177,9 @@ class ActorHost:
         link, sampler = self.link, self.sampler
         s = link.welcome.settings
         # sync: a round trains on what it has after sync_timeout; an emulator whose rollout was
-        # lost waits that long (and two republishes) for newer weights, then acts on
-        patience = s.sync_timeout + 2 * s.publish_interval if s.mode == "sync" else None
+        # lost waits that long (two republishes and twice the recent rounds) for newer weights,
+        # then acts on
+        patience = SyncPatience(s.sync_timeout, s.publish_interval) if s.mode == "sync" else None
         frame_skip = s.env.frame_skip
         log.info("waiting for the first weights")
         poller, sub = zmq.Poller(), None
@@ -198,6 +201,8 @@ class ActorHost:
                 link.tick()
             if (sub in events or link.version < 0) and link.poll_weights(sampler.policy.cpu_model):
                 sampler.policy.refresh()
+                if patience is not None:
+                    patience.seen(link.version, now)
             running = link.running()
             if running != acting:
                 acting = running

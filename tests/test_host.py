@@ -14,8 +14,10 @@ import subprocess
 import time
 
 import psutil
+import pytest
 
 from actor.mode import choose
+from actor.sync_pace import KEEP_ROUNDS, SyncPatience
 from common.config import Config
 from common.runspec import RunSpec
 from tests.conftest import BIN, CARTPOLE, free_base_port, last_metrics, read_actors, wait_for
@@ -121,3 +123,45 @@ def test_sync_mode_each_emulator_sends_one_rollout_a_round_and_none_is_stale(pro
     m = last_metrics(run)
     assert m["dropped_stale"] == 0, m
     assert m["policy_lag_max"] == 0 and m["rejected_messages"] == 0, m
+
+
+def test_sync_patience_grows_with_the_rounds_it_sees():
+    """Unit: the fixed part alone before any round; then twice the longest recent round on top.
+    A jump over versions or a fall back (a rejoin) is not a round; old rounds are forgotten."""
+    p = SyncPatience(sync_timeout=1.0, publish_interval=0.5)
+    assert p.seconds() == 2.0
+    p.seen(0, 10.0)
+    p.seen(0, 11.0)  # the same version again (a republish): nothing
+    p.seen(1, 14.0)
+    assert p.seconds() == 2.0 + 2 * 4.0
+    p.seen(5, 100.0)  # a jump: no round
+    p.seen(-1, 101.0)  # a rejoin: no round
+    p.seen(0, 102.0)
+    assert p.seconds() == 10.0
+    for v in range(1, 1 + KEEP_ROUNDS):
+        p.seen(v, 102.0 + 0.5 * v)
+    assert p.seconds() == 2.0 + 2 * 0.5, "the slow round is forgotten after KEEP_ROUNDS rounds"
+
+
+@pytest.mark.parametrize("actors", ["host", "processes"])
+def test_sync_mode_an_update_longer_than_the_patience_loses_only_the_first_round(procs, tmp_path, actors):
+    """Sync mode with an update (3 s) longer than the actors' fixed patience (sync_timeout 1 s
+    + two republishes of 0.5 s): before the patience learned the rounds' length, every actor
+    gave up every round, acted on with the old weights and the learner dropped what it made as
+    stale. Now only the first round, whose length nobody knows yet, can lose rollouts. Both
+    kinds of actor: a host's emulators and one-process actors."""
+    port, run = free_base_port(), tmp_path / "run"
+    procs.learner(*CARTPOLE, "--mode", "sync", "--min-actors", "2", "--sync-timeout", "1", "--publish-interval", "0.5",
+                  "--unroll-length", "16", "--update-delay", "3", "--report-interval", "0.5", port=port, run_dir=run)
+    if actors == "host":
+        start_host(procs, port, 2)
+    else:
+        procs.actor(port, "actor0")
+        procs.actor(port, "actor1")
+    wait_for(lambda: last_metrics(run).get("updates", 0) >= 3, 90, "3 slow sync rounds")
+    early = last_metrics(run)["dropped_stale"]
+    wait_for(lambda: last_metrics(run).get("updates", 0) >= 8, 90, "8 slow sync rounds")
+    time.sleep(1.0)  # a stale rollout of the last round would arrive by now
+    m = last_metrics(run)
+    assert m["dropped_stale"] == early, f"stale rollouts after the third round: {early} -> {m['dropped_stale']}"
+    assert m["rejected_messages"] == 0, m
