@@ -90,11 +90,12 @@ class ActorClient:
             send_time += time.perf_counter() - t0
             steps += rollout.steps
             if sync_patience is not None:
-                if link.wait_for_weights(model, rollout.policy_version, give_up_after=sync_patience.seconds()):
+                patience = sync_patience.seconds()
+                if link.wait_for_weights(model, rollout.policy_version, give_up_after=patience):
                     sync_patience.seen(link.version, time.monotonic())
                 else:
                     log.warning("no weights newer than version %d after %.0f s; sending another rollout "
-                                "(the last one may have been lost)", rollout.policy_version, sync_patience.seconds())
+                                "(the last one may have been lost)", rollout.policy_version, patience)
             if time.monotonic() - link.weights_seen_at > 3 * publish_interval + 5:
                 log.warning("no weights from the learner for %.0f s; is it up?",
                             time.monotonic() - link.weights_seen_at)

@@ -151,16 +151,16 @@ class ActorHost:
         if not running:
             return set(range(self.n))
         held, version, now = set(), self.link.version, time.monotonic()
+        patience = sync_patience.seconds() if sync_patience is not None else None
         for k, info in enumerate(self.slots):
             if len(info.outbox) >= OUTBOX_PER_SLOT:
                 held.add(k)
-            elif sync_patience is not None and info.wait_version is not None:
+            elif patience is not None and info.wait_version is not None:
                 if version > info.wait_version:
                     info.wait_version = None
-                elif now - info.wait_since > sync_patience.seconds():
+                elif now - info.wait_since > patience:
                     log.warning("emulator %d: no weights newer than version %d after %.0f s; acting on "
-                                "(its last rollout may have been lost)", k, info.wait_version,
-                                sync_patience.seconds())
+                                "(its last rollout may have been lost)", k, info.wait_version, patience)
                     info.wait_version = None
                 else:
                     held.add(k)
