@@ -12,6 +12,15 @@ corrects for that mixture (``behaviour_logp``), while the PPO ratio is measured 
 actor's own policy ``mu`` (``policy_logp``), else a high-epsilon actor's confident actions have
 ``pi / mixture`` far above ``1 + clip_eps`` and get no gradient.
 
+Advantage normalisation under such a mixture centres the advantages *before* their V-trace
+weights, ``rho * (delta - mean(delta)) / std(delta)``, not after. A constant baseline ``b`` is
+harmless only where it multiplies a weight that averages to one over the sampled actions:
+``(rho * delta - b)`` adds ``-b * E_mixture[grad log pi]``, which is not zero when the
+actions come from a mixture. With advantages mostly positive (a value function lagging a
+policy that improves) it pushes every epsilon-drawn action down, and the policy collapses onto
+one action whatever the rewards (issue 22's adaptive run: entropy 0.05 against 0.60).
+Without exploration noise (no ``policy_logp``) the weighted advantages are centred as before.
+
 The logged ``approx_kl`` and ``rho`` are computed on log-ratios clamped to
 ``+-STAT_LOG_RATIO_BOUND``: one action at the log-prob floor (a ratio of ``exp(69)``) would
 otherwise make the batch's mean read 5e28.
@@ -52,7 +61,8 @@ class LossConfig:
     """V-trace clipping of the policy-gradient importance weights; ``None`` disables it."""
     normalize_advantages: bool = True
     """Standardise the advantages of each call, i.e. of each minibatch the trainer passes
-    (as CleanRL's PPO does), before the surrogate."""
+    (as CleanRL's PPO does), before the surrogate. Under an exploration mixture the advantages
+    are standardised before their V-trace weights (see the module's docstring)."""
     dual_clip: float | None = 3.0
     """Lower bound ``dual_clip * A`` of the surrogate where ``A < 0``; ``None`` disables it."""
 
@@ -160,7 +170,11 @@ def appo_loss(
     if cfg.normalize_advantages and adv.numel() > 1:
         # Over this call's [T, B] (one minibatch). Population std so a constant minibatch gives
         # zero advantages instead of NaN.
-        adv = (adv - adv.mean()) / (adv.std(correction=0) + 1e-8)
+        if policy_logp is None:
+            adv = (adv - adv.mean()) / (adv.std(correction=0) + 1e-8)
+        else:  # a mixture: the baseline goes under the weights (module docstring)
+            d = vtrace.pg_deltas
+            adv = vtrace.pg_rhos * (d - d.mean()) / (d.std(correction=0) + 1e-8)
 
     ratio = torch.exp(log_ratio)
     surr1 = ratio * adv

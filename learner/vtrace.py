@@ -35,12 +35,16 @@ __all__ = ["VTraceReturns", "from_importance_weights"]
 
 
 class VTraceReturns(NamedTuple):
-    """Outputs of :func:`from_importance_weights`; both ``[T, B]``, detached from the graph."""
+    """Outputs of :func:`from_importance_weights`; all ``[T, B]``, detached from the graph."""
 
     vs: Tensor
     """V-trace value targets ``v_s`` (regress the value net towards these)."""
     pg_advantages: Tensor
     """Importance-weighted advantages ``rho_s (r_s + discount_s v_{s+1} - V(x_s))`` for the policy."""
+    pg_rhos: Tensor
+    """The clipped importance weights ``rho_s`` of ``pg_advantages``."""
+    pg_deltas: Tensor
+    """``pg_advantages`` before the weights: ``r_s + discount_s v_{s+1} - V(x_s)``."""
 
 
 def _check_threshold(name: str, value: float | None) -> None:
@@ -128,8 +132,8 @@ def from_importance_weights(
             (other entries are ignored); given with ``truncated``.
 
     Returns:
-        :class:`VTraceReturns` with ``vs`` and ``pg_advantages``, both ``[T, B]`` with the
-        dtype and device of ``values`` and no autograd history.
+        :class:`VTraceReturns` with ``vs``, ``pg_advantages``, ``pg_rhos`` and ``pg_deltas``,
+        all ``[T, B]`` with the dtype and device of ``values`` and no autograd history.
 
     Raises:
         ValueError: if shapes are inconsistent, ``T == 0`` or a threshold is not positive.
@@ -159,6 +163,7 @@ def from_importance_weights(
         clipped_pg_rhos = (
             rhos if clip_pg_rho_threshold is None else rhos.clamp(max=clip_pg_rho_threshold)
         )
-        pg_advantages = clipped_pg_rhos * (rewards + discounts * vs_t_plus_1 - values)
+        pg_deltas = rewards + discounts * vs_t_plus_1 - values
 
-    return VTraceReturns(vs=vs, pg_advantages=pg_advantages)
+    return VTraceReturns(vs=vs, pg_advantages=clipped_pg_rhos * pg_deltas, pg_rhos=clipped_pg_rhos,
+                         pg_deltas=pg_deltas)
