@@ -42,7 +42,13 @@ def mean_curve(runs: list[list[dict]], grid: np.ndarray) -> np.ndarray:
         if pts:
             f, ret = np.array(pts, dtype=float).T
             curves.append(np.interp(grid, f, ret, left=np.nan, right=ret[-1]))
-    return np.nanmean(curves, axis=0) if curves else np.full(len(grid), np.nan)
+    if not curves:
+        return np.full(len(grid), np.nan)
+    stacked = np.array(curves)
+    seen = ~np.isnan(stacked).all(axis=0)  # frames before any run's first return stay NaN, silently
+    out = np.full(len(grid), np.nan)
+    out[seen] = np.nanmean(stacked[:, seen], axis=0)
+    return out
 
 
 def plot(out: Path, grid: np.ndarray, curves: dict[str, np.ndarray], arm_rows: list[dict], env: str) -> None:
