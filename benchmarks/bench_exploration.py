@@ -6,8 +6,9 @@ epsilon ladder and `adaptive` (a bandit per actor), the same frames and seeds fo
 
 Runs go seed by seed (none, epsilon, adaptive for seed 1, then seed 2, ...). A run that reached its
 frames leaves DIR/VARIANT_SEED/done.json and is kept when the command runs again with the same
---frames: a benchmark of many hours can be stopped and taken up again later, one finished run at a
-time (a run stopped part-way starts again from nothing). `--launch` runs each variant as
+--frames: a benchmark of many hours can be stopped and taken up again later. A run stopped
+part-way continues from its newest checkpoint (`--resume`; its actors, and with them the adaptive
+bandits, start afresh, and the frames since that checkpoint are played again). `--launch` runs each variant as
 `./launch.sh ACTORS` (what users run: an actor host of emulators) instead of a learner and ACTORS
 actor processes.
 
@@ -108,6 +109,9 @@ def main() -> None:
             else:
                 flags = ["--env", args.env, "--exploration", variant, "--seed", str(seed),
                          "--total-frames", str(args.frames), "--eval-interval", "0", *args.extra]
+                if any((run_dir / "checkpoints").glob("*.pt")):  # stopped part-way: continue it
+                    print(f"{variant} seed {seed}: resuming its newest checkpoint ({run_dir})", flush=True)
+                    flags.append("--resume")
                 if args.launch:  # ./launch.sh N, as users run it (a host of emulators); its files in run_dir
                     run_dir.mkdir(parents=True, exist_ok=True)
                     launch(args.actors, flags, run_dir, run_dir, args.timeout)
