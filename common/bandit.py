@@ -1,10 +1,13 @@
 """A sliding-window UCB bandit over exploration settings (Agent57's meta-controller, Badia et al.
 2020): at each episode's start an actor picks an arm; the episode's return is the arm's reward.
 
-Only the last `window` episodes count (the best arm changes as the policy learns); rewards are
-normalised by the window's spread (max - min), so the bonus means the same in every game. An arm
-without a pull in the window is pulled first. Ties break by the bandit's own seeded generator,
-so an actor's choices repeat with its seed.
+Only recent episodes count, because every arm's return rises as the policy learns: the window is
+the newest third of the episodes played so far, at least two per arm and at most `window`. A fixed
+window longer than a run (Airstriker gives an emulator about 80 episodes in 2M frames) never
+slides, and each arm's mean then mixes in returns from when the policy was weak, which favours the
+arms pulled late. Rewards are normalised by the window's spread (max - min), so the bonus means the
+same in every game. An arm without a pull in the window is pulled first. Ties break by the
+bandit's own seeded generator, so an actor's choices repeat with its seed.
 """
 
 from __future__ import annotations
@@ -24,21 +27,28 @@ class SlidingWindowUCB:
         self.n_arms = n_arms
         self.bonus = bonus
         self.history: deque[tuple[int, float]] = deque(maxlen=window)
+        self.played = 0
         self.rng = np.random.default_rng(seed)
+
+    @property
+    def span(self) -> int:
+        """Episodes the next choice looks at: the newest third of those played, at least two an arm."""
+        return min(len(self.history), max(2 * self.n_arms, (self.played + 2) // 3))
 
     def select(self) -> int:
         counts = np.zeros(self.n_arms)
         sums = np.zeros(self.n_arms)
-        for arm, reward in self.history:
+        recent = list(self.history)[len(self.history) - self.span:]
+        for arm, reward in recent:
             counts[arm] += 1
             sums[arm] += reward
         untried = np.flatnonzero(counts == 0)
         if len(untried):
             return int(self.rng.choice(untried))
-        rewards = [r for _, r in self.history]
+        rewards = [r for _, r in recent]
         low, spread = min(rewards), max(rewards) - min(rewards)
         means = (sums / counts - low) / spread if spread > 0 else np.zeros(self.n_arms)
-        scores = means + self.bonus * np.sqrt(math.log(len(self.history)) / counts)
+        scores = means + self.bonus * np.sqrt(math.log(len(recent)) / counts)
         best = np.flatnonzero(scores >= scores.max() - 1e-12)
         return int(self.rng.choice(best))
 
@@ -46,3 +56,4 @@ class SlidingWindowUCB:
         if not 0 <= arm < self.n_arms:
             raise ValueError(f"arm {arm} is not in [0, {self.n_arms})")
         self.history.append((arm, float(reward)))
+        self.played += 1

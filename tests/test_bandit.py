@@ -50,6 +50,27 @@ def test_switching_it_moves_to_the_new_best_arm_within_one_window(seed: int) -> 
     assert np.mean(late == 7) >= 0.7 and np.mean(late == 3) < 0.2
 
 
+def test_the_window_is_the_newest_third_of_the_episodes_played() -> None:
+    """A run shorter than the window (Airstriker: about 80 episodes an emulator in 2M frames) still
+    forgets: the first 30 episodes say arm 0 pays, the next 30 say arm 1 does, and arm 1 is chosen
+    (a window of 90 that held all 60 would choose arm 0)."""
+    bandit = SlidingWindowUCB(2, window=WINDOW, bonus=0.0, seed=0)
+    for returns in ((100.0, 0.0), (10.0, 20.0)):
+        for i in range(30):
+            bandit.update(i % 2, returns[i % 2])
+    assert bandit.select() == 1 and bandit.span == 20
+    spans = []
+    for _ in range(400):
+        bandit.update(0, 1.0)
+        spans.append(bandit.span)
+    assert spans[0] == 21 and spans[100] == 54 and max(spans) == WINDOW  # grows, then slides at the cap
+    assert SlidingWindowUCB(9, window=WINDOW).span == 0
+    small = SlidingWindowUCB(9, window=WINDOW)
+    for i in range(24):
+        small.update(i % 9, 1.0)
+        assert small.span == min(i + 1, 18)  # at least two an arm
+
+
 def test_same_seed_same_choices_and_bad_arguments() -> None:
     runs = [play(SlidingWindowUCB(9, seed=4), game(2), 120, np.random.default_rng(0)) for _ in range(2)]
     assert runs[0] == runs[1]
