@@ -12,14 +12,20 @@ corrects for that mixture (``behaviour_logp``), while the PPO ratio is measured 
 actor's own policy ``mu`` (``policy_logp``), else a high-epsilon actor's confident actions have
 ``pi / mixture`` far above ``1 + clip_eps`` and get no gradient.
 
-Advantage normalisation under such a mixture centres the advantages *before* their V-trace
-weights, ``rho * (delta - mean(delta)) / std(delta)``, not after. A constant baseline ``b`` is
+Advantage normalisation under such a mixture splits the V-trace weight in two: the policy's own
+drift since the actor acted, ``pi / mu`` (what a run without noise has too), and the exploration
+weight ``w = mu / mixture``. The advantages are weighted by the drift and centred as without noise,
+then multiplied by ``w``: ``w * (drift * delta - mean) / std``. A constant baseline ``b`` is
 harmless only where it multiplies a weight that averages to one over the sampled actions:
-``(rho * delta - b)`` adds ``-b * E_mixture[grad log pi]``, which is not zero when the
-actions come from a mixture. With advantages mostly positive (a value function lagging a
-policy that improves) it pushes every epsilon-drawn action down, and the policy collapses onto
-one action whatever the rewards (issue 22's adaptive run: entropy 0.05 against 0.60).
-Without exploration noise (no ``policy_logp``) the weighted advantages are centred as before.
+centred after ``w``, ``(w * drift * delta - b)`` adds ``-b * E_mixture[grad log pi]``, which is
+not zero when the actions come from a mixture. With advantages mostly positive (a value function
+lagging a policy that improves) it pushed every epsilon-drawn action down, and the policy
+collapsed onto one action whatever the rewards (issue 22's adaptive run: entropy 0.05 against
+0.60). Centring under the whole weight instead, ``rho * (delta - mean(delta))``, fixed that but
+left a run with eps 1e-6 (no exploration to speak of) learning differently from one without
+noise (1,097 against 1,297 on Airstriker): the drift part of the weight belongs above the
+baseline, as it is without noise. As eps goes to 0, ``w`` goes to 1 and the loss is the one
+without noise.
 
 The logged ``approx_kl`` and ``rho`` are computed on log-ratios clamped to
 ``+-STAT_LOG_RATIO_BOUND``: one action at the log-prob floor (a ratio of ``exp(69)``) would
@@ -172,9 +178,13 @@ def appo_loss(
         # zero advantages instead of NaN.
         if policy_logp is None:
             adv = (adv - adv.mean()) / (adv.std(correction=0) + 1e-8)
-        else:  # a mixture: the baseline goes under the weights (module docstring)
-            d = vtrace.pg_deltas
-            adv = vtrace.pg_rhos * (d - d.mean()) / (d.std(correction=0) + 1e-8)
+        else:  # a mixture: the baseline goes under the exploration weight only (module docstring)
+            drift = (logp.detach() - policy_logp).exp()
+            w = (policy_logp - behaviour_logp).exp()
+            if cfg.clip_pg_rho is not None:
+                drift, w = drift.clamp(max=cfg.clip_pg_rho), w.clamp(max=cfg.clip_pg_rho)
+            x = drift * vtrace.pg_deltas
+            adv = w * (x - x.mean()) / (x.std(correction=0) + 1e-8)
 
     ratio = torch.exp(log_ratio)
     surr1 = ratio * adv
