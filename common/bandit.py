@@ -3,8 +3,8 @@
 
 Only recent episodes count, because every arm's return rises as the policy learns: the window is
 the newest third of the episodes played so far, at least two per arm and at most `window`. A fixed
-window longer than a run (Airstriker gives an emulator about 80 episodes in 2M frames) never
-slides, and each arm's mean then mixes in returns from when the policy was weak, which favours the
+window longer than a run (Airstriker gives an emulator about 80 episodes in 2M frames) does not
+slide, and each arm's mean then mixes in returns from when the policy was weak, which favours the
 arms pulled late. Rewards are normalised by the window's spread (max - min), so the bonus means the
 same in every game. An arm without a pull in the window is pulled first. Ties break by the
 bandit's own seeded generator, so an actor's choices repeat with its seed.

@@ -176,15 +176,17 @@ def appo_loss(
     if cfg.normalize_advantages and adv.numel() > 1:
         # Over this call's [T, B] (one minibatch). Population std so a constant minibatch gives
         # zero advantages instead of NaN.
+        def standardise(x: Tensor) -> Tensor:
+            return (x - x.mean()) / (x.std(correction=0) + 1e-8)
+
         if policy_logp is None:
-            adv = (adv - adv.mean()) / (adv.std(correction=0) + 1e-8)
+            adv = standardise(adv)
         else:  # a mixture: the baseline goes under the exploration weight only (module docstring)
-            drift = (logp.detach() - policy_logp).exp()
+            drift = log_ratio.detach().exp()  # pi over the actor's own policy
             w = (policy_logp - behaviour_logp).exp()
             if cfg.clip_pg_rho is not None:
                 drift, w = drift.clamp(max=cfg.clip_pg_rho), w.clamp(max=cfg.clip_pg_rho)
-            x = drift * vtrace.pg_deltas
-            adv = w * (x - x.mean()) / (x.std(correction=0) + 1e-8)
+            adv = w * standardise(drift * vtrace.pg_deltas)
 
     ratio = torch.exp(log_ratio)
     surr1 = ratio * adv
