@@ -84,7 +84,7 @@ class Config(ConnectXSettings):
     )
     bandit_arms: str = _f("", "--exploration adaptive: the epsilons to choose from, comma-separated; "
                           "empty = the epsilon ladder's 8 values and 0 (greedy)")
-    bandit_window: int = _f(90, "--exploration adaptive: the most episodes of an actor the bandit remembers (its window is the newest third of the episodes played, at least 2 an arm, at most this)")
+    bandit_window: int = _f(90, "--exploration adaptive: the episodes an actor's bandit remembers (each scored by its return minus the mean of the episodes just before it)")
     bandit_bonus: float = _f(0.3, "--exploration adaptive: UCB bonus weight (returns normalised by the window's spread)")
     eps_base: float = _f(0.4, "epsilon of the most exploring actor with --exploration epsilon")
     eps_alpha: float = _f(7.0, "spread of the epsilon ladder with --exploration epsilon")

@@ -15,6 +15,7 @@ from tests.conftest import CARTPOLE, cartpole_rollout, free_base_port, last_metr
 from tests.scripted import ScriptedActor
 
 WINDOW = 90
+BONUS = 0.3
 
 
 def play(bandit: SlidingWindowUCB, returns: np.ndarray, episodes: int, rng: np.random.Generator) -> list[int]:
@@ -35,7 +36,7 @@ def game(best: int) -> np.ndarray:
 
 @pytest.mark.parametrize("seed", range(5))
 def test_stationary_most_pulls_go_to_the_best_arm_after_200_episodes(seed: int) -> None:
-    bandit, rng = SlidingWindowUCB(9, window=WINDOW, bonus=0.3, seed=seed), np.random.default_rng(seed)
+    bandit, rng = SlidingWindowUCB(9, window=WINDOW, bonus=BONUS, seed=seed), np.random.default_rng(seed)
     play(bandit, game(3), 200, rng)
     after = play(bandit, game(3), 200, rng)
     assert np.mean(np.array(after) == 3) >= 0.8
@@ -43,32 +44,29 @@ def test_stationary_most_pulls_go_to_the_best_arm_after_200_episodes(seed: int) 
 
 @pytest.mark.parametrize("seed", range(5))
 def test_switching_it_moves_to_the_new_best_arm_within_one_window(seed: int) -> None:
-    bandit, rng = SlidingWindowUCB(9, window=WINDOW, bonus=0.3, seed=seed), np.random.default_rng(seed)
+    bandit, rng = SlidingWindowUCB(9, window=WINDOW, bonus=BONUS, seed=seed), np.random.default_rng(seed)
     play(bandit, game(3), 200, rng)
     within = play(bandit, game(7), WINDOW, rng)  # arm 3 falls back, arm 7 becomes the best
     late = np.array(within[-WINDOW // 3:])
     assert np.mean(late == 7) >= 0.7 and np.mean(late == 3) < 0.2
 
 
-def test_the_window_is_the_newest_third_of_the_episodes_played() -> None:
-    """A run shorter than the window (Airstriker: about 80 episodes an emulator in 2M frames) still
-    forgets: the first 30 episodes say arm 0 pays, the next 30 say arm 1 does, and arm 1 is chosen
-    (a window of 90 that held all 60 would choose arm 0)."""
+def test_returns_rising_with_learning_do_not_favour_the_arms_pulled_late() -> None:
+    """Every return rises by 5 an episode (the policy learns) and arm 0 gives 10 more than arm 1 at
+    any time. Arm 0 is played only early (episodes 0-19 alternate), arm 1 also late (20-39): on raw
+    returns arm 1's mean is the higher (115 against 55), scored against the episodes just before
+    them arm 0 is chosen."""
     bandit = SlidingWindowUCB(2, window=WINDOW, bonus=0.0, seed=0)
-    for returns in ((100.0, 0.0), (10.0, 20.0)):
-        for i in range(30):
-            bandit.update(i % 2, returns[i % 2])
-    assert bandit.select() == 1 and bandit.span == 20
-    spans = []
-    for _ in range(400):
-        bandit.update(0, 1.0)
-        spans.append(bandit.span)
-    assert spans[0] == 21 and spans[100] == 54 and max(spans) == WINDOW  # grows, then slides at the cap
-    assert SlidingWindowUCB(9, window=WINDOW).span == 0
-    small = SlidingWindowUCB(9, window=WINDOW)
-    for i in range(24):
-        small.update(i % 9, 1.0)
-        assert small.span == min(i + 1, 18)  # at least two an arm
+    raw: dict[int, list[float]] = {0: [], 1: []}
+    for t in range(40):
+        arm = t % 2 if t < 20 else 1
+        raw[arm].append(5.0 * t + (10.0 if arm == 0 else 0.0))
+        bandit.update(arm, raw[arm][-1])
+    assert np.mean(raw[0]) == 55.0 and np.mean(raw[1]) == 115.0
+    assert bandit.select() == 0
+    scored = {a: np.mean([r for b, r in bandit.history if b == a]) for a in (0, 1)}
+    assert scored[0] > scored[1] + 5.0
+    assert [r for _, r in list(bandit.history)[:2]] == [0.0, -5.0]  # the first episode is its own baseline
 
 
 def test_same_seed_same_choices_and_bad_arguments() -> None:
@@ -76,6 +74,8 @@ def test_same_seed_same_choices_and_bad_arguments() -> None:
     assert runs[0] == runs[1]
     with pytest.raises(ValueError, match="window"):
         SlidingWindowUCB(3, window=0)
+    with pytest.raises(ValueError, match="baseline"):
+        SlidingWindowUCB(3, baseline=0)
     with pytest.raises(ValueError, match="arm 3"):
         SlidingWindowUCB(3).update(3, 1.0)
 
