@@ -63,7 +63,7 @@ class SamplerStats:
 class Sampler:
     def __init__(self, pool: EmulatorPool, policy: BatchedPolicy, *, unroll_length: int,
                  frame_stack: int, frame_skip: int, max_abs_reward: float = 1e6, lives: bool = False,
-                 exploration: Exploration | None = None):
+                 exploration: Exploration | None = None, lockstep: bool = False):
         self.pool = pool
         self.lives = lives
         self.policy = policy
@@ -80,6 +80,11 @@ class Sampler:
         self.explorers: list[AdaptiveEpsilon | None] = [None] * n
         self.waiting: dict[int, None] = {}  # slots with an observation and no action yet (ordered)
         self.held: set[int] = set()  # slots that must not act now (the caller decides)
+        # sync mode: act only when every running slot waits, on all of them in slot order. The
+        # policy's numbers for a slot depend a little on which other slots share its batch (the
+        # CNN's blocking), so batches made of whichever emulators answered first would make two
+        # runs of one seed differ (Airstriker, 8 emulators: 1,297 and 1,092 at 2M frames)
+        self.lockstep = lockstep
         self.first_episode_hooks: list[Callable[[list[int]], None] | None] = [None] * n
         self.stats = SamplerStats()
         self.states = policy.initial_state(n)  # one recurrent state per emulator slot
@@ -97,7 +102,7 @@ class Sampler:
         return cls(pool, BatchedPolicy(spec.model.as_dict(), device, n, dtype), unroll_length=spec.unroll_length,
                    frame_stack=spec.model.frame_stack, frame_skip=spec.env.frame_skip,
                    max_abs_reward=spec.bounds.max_abs_reward, lives=spec.bounds.lives,
-                   exploration=spec.exploration)
+                   exploration=spec.exploration, lockstep=spec.mode == "sync")
 
     def close(self) -> None:
         self.pool.close()
@@ -156,9 +161,19 @@ class Sampler:
             self.waiting[k] = None
         return done
 
-    def act(self, policy_version: int) -> list[int]:
-        """Run the policy on every waiting slot that is not held; give them their turns."""
+    def turns(self) -> list[int]:
+        """The slots the policy runs on now: every waiting slot that is not held; with `lockstep`,
+        none until each running slot that is not held waits, then all of them in slot order."""
         batch = [k for k in self.waiting if k not in self.held]
+        if self.lockstep and batch:
+            if any(m is not None and k not in self.held and k not in self.waiting for k, m in enumerate(self.members)):
+                return []
+            batch.sort()
+        return batch
+
+    def act(self, policy_version: int) -> list[int]:
+        """Run the policy on the slots whose turn it is (`turns`); give them their turns."""
+        batch = self.turns()
         if not batch:
             return []
         clock = time.perf_counter
@@ -201,7 +216,7 @@ class Sampler:
         clock = time.perf_counter
         t0 = clock()
         ready = self.pool.ready()
-        if not ready and not any(k not in self.held for k in self.waiting):
+        if not ready and not self.turns():
             select.select([self.pool.ready_fd], [], [], timeout)
             ready = self.pool.ready()
         t1 = clock()
