@@ -143,6 +143,8 @@ class ActorHost:
                                 k, info.member.welcome.actor_id, STALL_S)
                 else:
                     log.info("emulator %d (actor %d) answers again", k, info.member.welcome.actor_id)
+        # sync mode's lockstep waits for every running emulator but these
+        self.sampler.stalled = {k for k, info in enumerate(self.slots) if info.stalled}
 
     # ------------------------------------------------------------------ main loop
     def _hold(self, running: bool, sync_patience: SyncPatience | None) -> set[int]:

@@ -85,6 +85,7 @@ class Sampler:
         # CNN's blocking), so batches made of whichever emulators answered first would make two
         # runs of one seed differ (Airstriker, 8 emulators: 1,297 and 1,092 at 2M frames)
         self.lockstep = lockstep
+        self.stalled: set[int] = set()  # slots whose emulator stopped answering: lockstep goes on without them
         self.first_episode_hooks: list[Callable[[list[int]], None] | None] = [None] * n
         self.stats = SamplerStats()
         self.states = policy.initial_state(n)  # one recurrent state per emulator slot
@@ -163,10 +164,12 @@ class Sampler:
 
     def turns(self) -> list[int]:
         """The slots the policy runs on now: every waiting slot that is not held; with `lockstep`,
-        none until each running slot that is not held waits, then all of them in slot order."""
+        none until each running slot that is neither held nor stalled waits, then all of them in
+        slot order."""
         batch = [k for k in self.waiting if k not in self.held]
         if self.lockstep and batch:
-            if any(m is not None and k not in self.held and k not in self.waiting for k, m in enumerate(self.members)):
+            if any(m is not None and k not in self.held and k not in self.waiting and k not in self.stalled
+                   for k, m in enumerate(self.members)):
                 return []
             batch.sort()
         return batch

@@ -125,6 +125,26 @@ def test_sync_mode_each_emulator_sends_one_rollout_a_round_and_none_is_stale(pro
     assert m["policy_lag_max"] == 0 and m["rejected_messages"] == 0, m
 
 
+def test_sync_mode_lockstep_goes_on_without_a_hung_emulator(procs, tmp_path):
+    """In sync mode the host steps its emulators together (the same batches in every run of a
+    seed); one that stops answering must not stop the others: after STALL_S the host goes on
+    without it, and the learner's rounds (sync_timeout) without its rollouts."""
+    port, run = free_base_port(), tmp_path / "run"
+    procs.learner(*CARTPOLE, "--mode", "sync", "--min-actors", "2", "--sync-timeout", "2", "--actor-timeout", "3",
+                  "--unroll-length", "16", port=port, run_dir=run)
+    host = start_host(procs, port, 2)
+    wait_for(lambda: last_metrics(run).get("updates", 0) >= 3, 60, "sync rounds from the host's two emulators")
+    emu = emulators(host)
+    emu[0].send_signal(signal.SIGSTOP)
+    try:
+        wait_for(lambda: last_metrics(run)["actors"] == 1, 20, "the learner to stop counting the hung emulator")
+        frames = last_metrics(run)["frames"]
+        wait_for(lambda: last_metrics(run)["frames"] >= frames + 5 * 16, 30, "the other emulator's rollouts")
+    finally:
+        emu[0].send_signal(signal.SIGCONT)
+    assert last_metrics(run)["rejected_messages"] == 0
+
+
 def test_sync_patience_grows_with_the_rounds_it_sees():
     """Unit: the fixed part alone before any round; then twice the longest recent round on top.
     A jump over versions or a fall back (a rejoin) is not a round; old rounds are forgotten."""
