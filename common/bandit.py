@@ -24,7 +24,7 @@ import numpy as np
 class SlidingWindowUCB:
     """`select()` the arm for the next episode; `update(arm, reward)` with its return."""
 
-    def __init__(self, n_arms: int, *, window: int = 90, bonus: float = 0.1, seed: int = 0,
+    def __init__(self, n_arms: int, *, window: int = 90, bonus: float = 0.5, seed: int = 0,
                  baseline: int | None = None):
         baseline = 2 * n_arms if baseline is None else baseline
         if n_arms < 1 or window < 1 or bonus < 0 or baseline < 1:
@@ -33,7 +33,7 @@ class SlidingWindowUCB:
         self.n_arms = n_arms
         self.bonus = bonus
         self.history: deque[tuple[int, float]] = deque(maxlen=window)  # (arm, relative reward)
-        self.recent: deque[float] = deque(maxlen=baseline)  # the raw returns of the last episodes
+        self.before: deque[float] = deque(maxlen=baseline)  # the raw returns of the last episodes
         self.rng = np.random.default_rng(seed)
 
     def select(self) -> int:
@@ -57,6 +57,6 @@ class SlidingWindowUCB:
         if not 0 <= arm < self.n_arms:
             raise ValueError(f"arm {arm} is not in [0, {self.n_arms})")
         reward = float(reward)
-        base = sum(self.recent) / len(self.recent) if self.recent else reward
+        base = sum(self.before) / len(self.before) if self.before else reward
         self.history.append((arm, reward - base))
-        self.recent.append(reward)
+        self.before.append(reward)

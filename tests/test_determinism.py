@@ -6,8 +6,7 @@ from __future__ import annotations
 import torch
 
 from learner import checkpoint
-from testkit.processes import BIN
-from tests.conftest import free_base_port, wait_for
+from tests.conftest import BIN, free_base_port, wait_for
 
 FLAGS = ("--env", "CartPole-v1", "--preset", "none", "--mode", "sync", "--seed", "7", "--min-actors", "2",
          "--sync-timeout", "120", "--save-interval", "6", "--unroll-length", "16")
