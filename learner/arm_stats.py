@@ -1,5 +1,6 @@
 """What --exploration adaptive's bandits chose: per arm, its share of the recent episodes and their
-mean return (console, metrics.jsonl, TensorBoard)."""
+mean return (console, metrics.jsonl, TensorBoard). An episode is the bandit's unit, a training
+episode: in a game with lives (Atari) a lost life, where the run's mean return counts whole games."""
 
 from __future__ import annotations
 

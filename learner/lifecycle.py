@@ -64,8 +64,10 @@ class Lifecycle:
         for ep in episodes:
             m.add_episode(ep.ret, ep.verified)
         if self.arm_stats is not None:
-            for ep, sent in zip(episodes, r.episodes, strict=True):
-                self.arm_stats.add(sent["arm"], ep.ret)
+            # per training episode, the bandit's unit: with lives (Atari) a lost life, where
+            # `episodes` holds whole games (a game's lives may be played with different arms)
+            for sent in r.episodes:
+                self.arm_stats.add(sent["arm"], float(sent["return"]))
         target = self.cfg.stop_at_return
         if target and r.episodes and len(m.returns) == m.returns.maxlen and m.mean_return() >= target:
             if not self.stop.is_set():

@@ -206,13 +206,16 @@ def test_the_episode_book_counts_whole_games_of_lives():
 
 
 def test_breakout_lives_through_the_real_pipeline_count_whole_games(procs, tmp_path):
-    """Learner and two one-process actors over real sockets: every lost life is a done flag,
-    the learner accepts them all and its statistics are whole games."""
+    """Learner and two one-process actors over real sockets, with --exploration adaptive: every
+    lost life is a done flag, the learner accepts them all, its statistics are whole games and
+    its arm statistics lives (the bandit's episodes; a game's lives may use different arms).
+    Before the arm statistics took lives, the first lost life stopped the learner."""
     port = free_base_port()
     run = tmp_path / "run"
     procs.learner("--env", "ALE/Breakout-v5", "--unroll-length", "32", "--batch-size", "64",
                   "--epochs", "1", "--minibatches", "1", "--eval-interval", "0", "--report-interval", "1",
-                  "--return-window", "5", port=port, run_dir=run)
+                  "--return-window", "5", "--exploration", "adaptive", "--bandit-arms", "0.5,0",
+                  port=port, run_dir=run)
     procs.actor(port, "a0")
     procs.actor(port, "a1")
     row = wait_for(lambda: (m := last_metrics(run)).get("episodes", 0) >= 3 and m, 120, "3 Breakout games")
@@ -220,6 +223,11 @@ def test_breakout_lives_through_the_real_pipeline_count_whole_games(procs, tmp_p
     # a random Breakout game (5 lives) lasts well over 100 agent steps: games, not lives
     assert row["frames"] / 4 / row["episodes"] > 100, row
     assert row["mean_return"] is not None and row["mean_return"] >= 0
+    arms = row["arms"]
+    assert set(arms) == {"0:eps=0.5", "1:eps=0"}
+    assert sum(a["share"] for a in arms.values()) == pytest.approx(1.0, abs=1e-3)
+    # both arms pulled (untried arms first), each with the mean return of its lives
+    assert all(a["share"] > 0 and a["mean_return"] is not None for a in arms.values()), arms
 
 
 def test_launch_pong_through_the_real_pipeline(tmp_path):
