@@ -230,13 +230,14 @@ class Metrics:
         self.file.close()
 
 
-def console_line(row: dict[str, Any]) -> str:
+def console_line(row: dict[str, Any], window: int = 100) -> str:
+    """The plain status line of a report; `window` is --return-window (the mean return's episodes)."""
     ret = "-" if row["mean_return"] is None else f"{row['mean_return']:.1f}"
     lag = "-" if row["policy_lag_mean"] is None else f"{row['policy_lag_mean']:.1f}/{row['policy_lag_max']}"
     skipped = f"  skipped {row['skipped_updates']}" if row.get("skipped_updates") else ""
     games = (f"games/s {row['games_per_s']:>6.1f}  moves/s {row['moves_per_s']:>7,.0f}  "
              f"illegal {row['illegal_moves']}  ") if "games_per_s" in row else ""
     return (f"[{row['wall_s']:7.0f}s] frames {row['frames']:>10,}  fps {row['fps']:>7,.0f}  "
-            f"eps/h {row['episodes_per_hour']:>7,.0f}  return(100) {ret:>7}  {games}updates {row['updates']:>6}  "
+            f"eps/h {row['episodes_per_hour']:>7,.0f}  return({window}) {ret:>7}  {games}updates {row['updates']:>6}  "
             f"lag {lag:>7}  actors {row['actors']}  rejected {row['rejected_messages']}  "
             f"stale {row['dropped_stale']}{skipped}{arms_console(row)}")

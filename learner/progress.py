@@ -136,7 +136,7 @@ class Console:
         if self.bar is not None:
             self.bar.update(row["frames"], row["mean_return"], row)
         elif not self.cfg.quiet:
-            print(console_line(row), file=self.stream, flush=True)
+            print(console_line(row, self.cfg.return_window), file=self.stream, flush=True)
 
     def tick(self, frames: int, mean_return: float | None) -> None:
         """Between reports: the bar moves (frames, time), the figures stay."""

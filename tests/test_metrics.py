@@ -48,3 +48,18 @@ def test_tensorboard_file_is_kept_open_and_reads_back(tmp_path):
     assert [(e.step, e.value) for e in acc.Scalars("losses/total")] == [(0, 0.0), (100, 0.5), (200, 1.0)]
     assert "losses/bad" not in acc.Tags()["scalars"]
     assert len(acc.Scalars("charts/actors")) == 3
+
+
+def test_console_line_names_the_return_window(tmp_path):
+    import io
+
+    from common.config import Config
+    from learner.progress import Console
+
+    m = Metrics(tmp_path, tensorboard=False, return_window=20)
+    m.add_episode(3.0)
+    row = m.report(actors=1, dropped_stale=0)
+    m.close()
+    out = io.StringIO()
+    Console(Config(return_window=20), out).report(row)
+    assert "return(20)     3.0" in out.getvalue(), out.getvalue()
