@@ -14,7 +14,8 @@ actor processes.
 
 Writes DIR/exploration.csv (frames, mean return per variant, mean over seeds), exploration.png (the
 three curves on one plot), arm_shares.png (the adaptive runs' share of episodes per arm over
-frames) and exploration.json / .md (the mean of the last 100 episodes per variant and seed).
+frames) and exploration.json / .md (the mean return per variant and seed over the learner's
+--return-window, 100 episodes unless the flags after -- say otherwise; games, with lives).
 """
 
 from __future__ import annotations
@@ -29,6 +30,16 @@ from benchmarks.bench_atari import launch
 from testkit.processes import run_pipeline
 
 VARIANTS = ("none", "epsilon", "adaptive")
+
+
+def window_of(run_dir: Path) -> int:
+    """The run's --return-window (the episodes its mean return is over), from its config.toml."""
+    import tomllib
+
+    try:
+        return int(tomllib.loads((run_dir / "config.toml").read_text()).get("return_window", 100))
+    except (OSError, ValueError):
+        return 100
 
 
 def rows_of(run_dir: Path) -> list[dict]:
@@ -52,7 +63,8 @@ def mean_curve(runs: list[list[dict]], grid: np.ndarray) -> np.ndarray:
     return out
 
 
-def plot(out: Path, grid: np.ndarray, curves: dict[str, np.ndarray], arm_rows: list[dict], env: str) -> None:
+def plot(out: Path, grid: np.ndarray, curves: dict[str, np.ndarray], arm_rows: list[dict], env: str,
+         window: int = 100) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,7 +74,7 @@ def plot(out: Path, grid: np.ndarray, curves: dict[str, np.ndarray], arm_rows: l
     for name, ys in curves.items():
         ax.plot(grid, ys, label=f"--exploration {name}")
     ax.set_xlabel("emulator frames")
-    ax.set_ylabel("mean return (last 100 episodes), mean over seeds")
+    ax.set_ylabel(f"mean return (last {window} episodes), mean over seeds")
     ax.set_title(env)
     ax.legend()
     fig.tight_layout()
@@ -123,8 +135,8 @@ def main() -> None:
             if rows and rows[-1]["frames"] >= args.frames:
                 done.write_text(json.dumps({"frames_target": args.frames, "frames": rows[-1]["frames"],
                                             "mean_return": finals[variant][seed], "flags": args.extra}))
-            print(f"{variant} seed {seed}: {rows[-1]['frames'] if rows else 0:,} frames, mean return (last 100) "
-                  f"{finals[variant][seed]}", flush=True)
+            print(f"{variant} seed {seed}: {rows[-1]['frames'] if rows else 0:,} frames, mean return (last "
+                  f"{window_of(run_dir)}) {finals[variant][seed]}", flush=True)
     grid = np.linspace(0, args.frames, 101)
     curves = {v: mean_curve(runs[v], grid) for v in args.variants}
     with open(out / "exploration.csv", "w") as fh:
@@ -133,7 +145,7 @@ def main() -> None:
             fh.write(f"{int(f)}," + ",".join(f"{curves[v][i]:.3f}" for v in args.variants) + "\n")
     arm_rows = [{**r, "seed": args.seeds[0]} for r in runs.get("adaptive", [[]])[0] if "arms" in r] \
         if "adaptive" in runs else []
-    plot(out, grid, curves, arm_rows, args.env)
+    plot(out, grid, curves, arm_rows, args.env, window_of(out / f"{args.variants[0]}_{args.seeds[0]}"))
     summary = {v: {"per_seed": finals[v], "mean_over_seeds": _mean(list(finals[v].values()))} for v in args.variants}
     (out / "exploration.json").write_text(json.dumps({"env": args.env, "frames": args.frames, **summary}, indent=1))
     lines = ["| variant | " + " | ".join(f"seed {s}" for s in args.seeds) + " | mean |", "|---" * (len(args.seeds) + 2) + "|"]
