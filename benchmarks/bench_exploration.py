@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +35,6 @@ VARIANTS = ("none", "epsilon", "adaptive")
 
 def window_of(run_dir: Path) -> int:
     """The run's --return-window (the episodes its mean return is over), from its config.toml."""
-    import tomllib
-
     try:
         return int(tomllib.loads((run_dir / "config.toml").read_text()).get("return_window", 100))
     except (OSError, ValueError):

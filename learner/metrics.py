@@ -230,7 +230,7 @@ class Metrics:
         self.file.close()
 
 
-def console_line(row: dict[str, Any], window: int = 100) -> str:
+def console_line(row: dict[str, Any], window: int) -> str:
     """The plain status line of a report; `window` is --return-window (the mean return's episodes)."""
     ret = "-" if row["mean_return"] is None else f"{row['mean_return']:.1f}"
     lag = "-" if row["policy_lag_mean"] is None else f"{row['policy_lag_mean']:.1f}/{row['policy_lag_max']}"
